@@ -1,0 +1,111 @@
+"""Reading JSONL/JSON with located errors, and atomic writes.
+
+Every output is written to a temporary file in the target directory and
+renamed into place, so a failed step never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of objects; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})",
+                                 path=path, line=lineno) from None
+            if not isinstance(obj, dict):
+                raise InputError("expected a JSON object", path=path, line=lineno)
+            rows.append(obj)
+    return rows
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON ({exc.msg})", path=path, line=exc.lineno) from None
+
+
+def dumps_line(obj: Any) -> str:
+    """One canonical JSONL line: stable key order as given, UTF-8, no NaN."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            fh.write(dumps_line(row) + "\n")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, allow_nan=False)
+        fh.write("\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged_outputs(*paths: str | Path) -> Iterator[list[Path]]:
+    """Stage several outputs together: all are renamed into place, or none.
+
+    Yields temporary paths in the same order; on any exception the
+    temporaries are removed and the real outputs are left untouched.
+    """
+    finals = [Path(p) for p in paths]
+    temps = []
+    try:
+        for final in finals:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield temps
+        for tmp, final in zip(temps, finals):
+            os.replace(tmp, final)
+    finally:
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
