@@ -1,0 +1,30 @@
+# shala: regenerate every SHALA-LLM result from raw public data.
+#
+#   snakemake --cores all --resources gpu=2          # the paper (config.yaml)
+#   snakemake --profile profiles/demo                # CPU demo, SmolLM2
+#   snakemake --profile profiles/slurm               # SLURM cluster
+#
+# Stages, one rules file each: data -> model -> train -> predict -> evaluate -> report.
+# Rules only call the `shala` CLI; the logic lives in src/shala/.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/train.smk"
+include: "rules/predict.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

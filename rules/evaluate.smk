@@ -1,0 +1,17 @@
+# Stage 5: metrics of every predictions file (SPEC §6).
+
+
+rule evaluate:
+    input:
+        f"{RES}/predictions/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.jsonl",
+    output:
+        f"{RES}/metrics/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.json",
+    log:
+        f"{RES}/logs/evaluate/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.log",
+    params:
+        policy=config["evaluation"]["on_parse_failure"],
+    conda:
+        "../envs/shala.yaml"
+    shell:
+        "shala evaluate --predictions {input} --out {output}"
+        " --on-parse-failure {params.policy} > {log} 2>&1"

@@ -1,0 +1,43 @@
+# Stage 4: greedy predictions of each model, and of the model-free references.
+
+
+rule predict:
+    input:
+        data=f"{RES}/data/{{dataset}}/{{split}}.jsonl",
+        model=predict_model_input,
+    output:
+        f"{RES}/predictions/{{dataset}}/{{method}}/seed{{seed}}/{{split}}.jsonl",
+    log:
+        f"{RES}/logs/predict/{{dataset}}/{{method}}/seed{{seed}}/{{split}}.log",
+    params:
+        data=lambda w, input: os.path.dirname(input.data),
+        model=predict_model_ref,
+        limit=limit_arg,
+        config=CONFIG_FILE,
+    threads: workflow.cores
+    resources:
+        gpu=min(gpus(), 1),
+    conda:
+        "../envs/shala.yaml"
+    shell:
+        "shala predict --dataset {wildcards.dataset} --data {params.data} --model {params.model}"
+        " --split {wildcards.split} --out {output} {params.limit} --config {params.config} > {log} 2>&1"
+
+
+rule reference_predictor:
+    input:
+        data=f"{RES}/data/{{dataset}}/{{split}}.jsonl",
+        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        raw=raw_input,
+    output:
+        f"{RES}/predictions/{{dataset}}/ref_{{predictor}}/seed{{seed}}/{{split}}.jsonl",
+    log:
+        f"{RES}/logs/reference/{{dataset}}/{{predictor}}/seed{{seed}}/{{split}}.log",
+    params:
+        data=lambda w, input: os.path.dirname(input.data),
+        source=raw_dir,
+    conda:
+        "../envs/shala.yaml"
+    shell:
+        "shala baseline {wildcards.predictor} --data {params.data} --split {wildcards.split}"
+        " --out {output} --source {params.source} > {log} 2>&1"

@@ -1,0 +1,53 @@
+# Stage 3: optional supervised warm-up, then GRPO per dataset x method x seed.
+
+
+rule warmup_sft:
+    input:
+        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        model=base_model_input(),
+    output:
+        f"{RES}/models/{{dataset}}/sft/seed{{seed}}/run.json",
+    log:
+        f"{RES}/logs/warmup_sft/{{dataset}}/seed{{seed}}.log",
+    params:
+        data=lambda w, input: os.path.dirname(input.train),
+        out=lambda w, output: os.path.dirname(output[0]),
+        model=base_model(),
+        config=CONFIG_FILE,
+        launcher=launcher(),
+    threads: workflow.cores
+    resources:
+        gpu=gpus(),
+    conda:
+        "../envs/shala.yaml"
+    shell:
+        "{params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        " --data {params.data} --model {params.model} --out {params.out}"
+        " --config {params.config} > {log} 2>&1"
+
+
+rule train:
+    input:
+        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        model=base_model_input(),
+        warmup=warmup_input,
+    output:
+        f"{RES}/models/{{dataset}}/{{method}}/seed{{seed}}/run.json",
+    log:
+        f"{RES}/logs/train/{{dataset}}/{{method}}/seed{{seed}}.log",
+    params:
+        data=lambda w, input: os.path.dirname(input.train),
+        out=lambda w, output: os.path.dirname(output[0]),
+        model=base_model(),
+        init=init_from_arg,
+        config=CONFIG_FILE,
+        launcher=launcher(),
+    threads: workflow.cores
+    resources:
+        gpu=gpus(),
+    conda:
+        "../envs/shala.yaml"
+    shell:
+        "{params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
+        " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
+        " --out {params.out} --config {params.config} > {log} 2>&1"

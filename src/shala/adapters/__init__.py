@@ -1,0 +1,31 @@
+"""Dataset adapters: raw files -> canonical items (SPEC §3).
+
+Each adapter is a module with
+
+- ``NAME``: the adapter name used in ``config.yaml`` (``datasets.X.adapter``);
+- ``AMBIGUITY``: the ambiguity scheme, ``"entropy"`` or ``"active"``
+  (see :mod:`shala.items`);
+- ``load(source: Path, options: dict, seed: int) -> list[dict]``: canonical
+  items built with :func:`shala.items.make_item`, ``split`` left as None
+  (or set, for an adapter told to keep the source's own splits).
+
+Adding a dataset: write one module here and register it in :data:`ADAPTERS`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ..errors import ConfigError
+from . import chaosnli, generic, goemotions, msp_podcast
+
+ADAPTERS: dict[str, ModuleType] = {
+    m.NAME: m for m in (chaosnli, goemotions, msp_podcast, generic)
+}
+
+
+def get_adapter(name: str) -> ModuleType:
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown adapter {name!r}; known: {', '.join(ADAPTERS)}") from None

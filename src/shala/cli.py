@@ -1,0 +1,212 @@
+"""The ``shala`` command line: one subcommand per pipeline step.
+
+Every Snakemake rule calls one of these, and each is usable alone. Errors
+the user can fix (:class:`shala.errors.ShalaError`) print one line naming
+the file, line or field, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ShalaError
+
+log = logging.getLogger("shala")
+
+
+def _load_config(paths: list[str] | None, required: bool = True):
+    from .config import load_config
+
+    if not paths:
+        default = Path("config.yaml")
+        if not default.is_file():
+            if required:
+                raise ShalaError("no --config given and no config.yaml in the current directory")
+            return None
+        paths = [str(default)]
+    return load_config(paths)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help="YAML config; repeat to overlay (default: ./config.yaml)")
+
+
+def cmd_prepare(a) -> None:
+    from .prepare import prepare
+
+    config = _load_config(a.config, required=False)
+    stats = prepare(a.dataset, a.source, a.out, config=config, seed=a.seed)
+    print(json.dumps({"n_items": stats["n_items"], "split_counts": stats["split_counts"]}))
+
+
+def cmd_fetch_data(a) -> None:
+    from .download import fetch_data
+
+    manifest = fetch_data(a.dataset, _load_config(a.config), a.out)
+    print(json.dumps(manifest, indent=2))
+
+
+def cmd_baseline(a) -> None:
+    from .baselines import run_baseline
+
+    n = run_baseline(a.predictor, Path(a.data), a.split, Path(a.out),
+                     source=Path(a.source) if a.source else None)
+    log.info("wrote %d predictions to %s", n, a.out)
+
+
+def cmd_evaluate(a) -> None:
+    from .evaluate import run_evaluate
+
+    m = run_evaluate(Path(a.predictions), Path(a.out), on_parse_failure=a.on_parse_failure)
+    o = m["overall"]
+    print(f"n={m['n']} jsd={o['jsd']:.4f} bc={o['bc']:.4f} acc={o['accuracy']:.4f} "
+          f"macro_f1={o['macro_f1']:.4f} parse_failure_rate={m['parse_failure_rate']:.4f}")
+
+
+def cmd_fetch_model(a) -> None:
+    from .models import fetch_model
+
+    config = _load_config(a.config)
+    path = fetch_model(config["model"], Path(a.out))
+    print(path)
+
+
+def cmd_predict(a) -> None:
+    from .predict import run_predict
+
+    config = _load_config(a.config)
+    rec = run_predict(config, a.dataset, Path(a.data), a.model, a.split, Path(a.out),
+                      batch_size=a.batch_size, limit=a.limit, max_new_tokens=a.max_new_tokens)
+    print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "parse_rate", "items_per_s")}))
+
+
+def cmd_train(a) -> None:
+    from .train import run_train
+
+    config = _load_config(a.config)
+    rec = run_train(config, a.dataset, a.method, a.seed, Path(a.data), a.model, Path(a.out),
+                    max_steps=a.max_steps, init_from=Path(a.init_from) if a.init_from else None)
+    print(json.dumps({k: rec.get(k) for k in ("method", "dataset", "seed", "global_step", "total_seconds")}))
+
+
+def cmd_sft(a) -> None:
+    from .sft import run_sft
+
+    config = _load_config(a.config)
+    rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.model, Path(a.out), max_steps=a.max_steps)
+    print(json.dumps({k: rec.get(k) for k in ("dataset", "seed", "global_step", "total_seconds")}))
+
+
+def cmd_report(a) -> None:
+    from .report import run_report
+
+    config = _load_config(a.config, required=False)
+    outputs = run_report(Path(a.metrics), Path(a.out), config=config, split=a.split)
+    for p in outputs:
+        print(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shala", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"shala {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("prepare", help="raw files -> canonical items, splits, stats.json")
+    s.add_argument("dataset", help="dataset name (config datasets.NAME, or a built-in adapter)")
+    s.add_argument("--source", required=True, help="directory with the raw files")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--seed", type=int, default=None, help="split seed (default: config split_seed, else 0)")
+    _add_config(s)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("fetch-data", help="download (or copy from data_mirror) a dataset's raw files")
+    s.add_argument("dataset")
+    s.add_argument("--out", required=True)
+    _add_config(s)
+    s.set_defaults(func=cmd_fetch_data)
+
+    s = sub.add_parser("baseline", help="predictions of a model-free reference predictor")
+    s.add_argument("predictor", help="uniform | prior | majority | old_labels")
+    s.add_argument("--data", required=True, help="prepared dataset directory")
+    s.add_argument("--split", default="test")
+    s.add_argument("--out", required=True, help="predictions JSONL")
+    s.add_argument("--source", help="raw files (old_labels reads ChaosNLI's original votes)")
+    s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("evaluate", help="predictions JSONL -> metrics JSON")
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--on-parse-failure", choices=["uniform", "exclude"], default="uniform")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("fetch-model", help="materialise the configured base model as a local directory")
+    s.add_argument("--out", required=True)
+    _add_config(s)
+    s.set_defaults(func=cmd_fetch_model)
+
+    s = sub.add_parser("predict", help="greedy, batched predictions for one split")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--data", required=True, help="prepared dataset directory")
+    s.add_argument("--model", required=True, help="model directory or hub id")
+    s.add_argument("--split", default="test")
+    s.add_argument("--out", required=True)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--limit", type=int, help="only the first N items")
+    _add_config(s)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("train", help="GRPO training of one method")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True, help="base model directory or hub id")
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--init-from", help="start from this (warm-up) checkpoint directory")
+    _add_config(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sft", help="supervised warm-up on verbalised annotator distributions")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-steps", type=int)
+    _add_config(s)
+    s.set_defaults(func=cmd_sft)
+
+    s = sub.add_parser("report", help="tables (CSV, Markdown, LaTeX) and figures from metrics")
+    s.add_argument("--metrics", required=True, help="metrics root (results/metrics)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--split", default="test")
+    _add_config(s)
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        args.func(args)
+    except ShalaError as exc:
+        print(f"shala {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

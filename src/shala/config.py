@@ -1,0 +1,94 @@
+"""Configuration: YAML files merged in order, validated against one JSON schema.
+
+The Snakemake workflow (rules/common.smk) and the CLI validate against the
+same schema file, so a config that runs under Snakemake runs by hand too.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(str(resources.files("shala") / "schemas" / "config.schema.json"))
+
+
+def schema() -> dict[str, Any]:
+    import json
+
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Snakemake's overlay semantics: nested dicts merge, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """Raise ConfigError naming the first offending field."""
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{where}: field '{field}': {err.message}")
+    for name in config.get("run_datasets", []):
+        if name not in config["datasets"]:
+            raise ConfigError(f"{where}: field 'run_datasets': unknown dataset {name!r}")
+    for name in config.get("run_methods", []):
+        if name not in config["methods"]:
+            raise ConfigError(f"{where}: field 'run_methods': unknown method {name!r}")
+    return config
+
+
+def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Load and merge YAML files (later ones overlay earlier ones), then validate."""
+    merged: dict[str, Any] = {}
+    names = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            raise ConfigError(f"{p}{':' + str(line + 1) if line is not None else ''}: invalid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        merged = deep_merge(merged, data)
+        names.append(str(p))
+    return validate(merged, where=" + ".join(names) or "config")
+
+
+def default_config_path() -> Path:
+    """config.yaml of the checkout we run from (cwd), for the CLI default."""
+    return Path("config.yaml")
+
+
+def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        known = ", ".join(config.get("datasets", {}))
+        raise ConfigError(f"unknown dataset {dataset!r}; configured: {known}") from None
+
+
+def method_cfg(config: dict[str, Any], method: str) -> dict[str, Any]:
+    try:
+        return config["methods"][method]
+    except KeyError:
+        raise ConfigError(f"unknown method {method!r}; configured: {', '.join(config['methods'])}") from None

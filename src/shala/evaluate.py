@@ -1,0 +1,211 @@
+"""Score predictions against the human label distributions (SPEC §6, §8).
+
+Input: predictions JSONL, each line a canonical item plus ``"completion"``.
+Output: one metrics JSON with the same metric block overall, per subset, per
+ambiguity level, and a per-class block.
+
+Decisions (where the SPEC is silent):
+
+- A failed parse is scored as the uniform distribution (``uniform``,
+  default; its argmax is the first class by the ties rule) or dropped from
+  every metric except ``parse_failure_rate`` (``exclude``).
+  ``parse_failure_rate`` and ``n`` always count all rows of the slice;
+  ``n_scored`` counts the rows the other metrics are computed on.
+- A slice with no scored rows reports ``null`` for those metrics (JSON has
+  no NaN); ``mean_sum_error`` is ``null`` when no row of the slice parsed.
+- The human hard label is the argmax of ``dist`` (ties -> first class), the
+  same rule that defines ``majority``.
+- ``by_subset`` lists the non-null subsets, sorted by name; rows with
+  ``subset: null`` count only overall.
+- ``by_ambiguity`` lists the levels present, in the order of the dataset's
+  scheme (``items.ENTROPY_LEVELS`` / ``items.ACTIVE_LEVELS``) when the levels
+  belong to one, else sorted by name.
+- ``per_class`` (one block per class, label order, over the scored rows):
+  ``support`` (items whose human majority is the class) and ``predicted``
+  (items whose predicted argmax is it); hard ``precision``, ``recall``,
+  ``f1`` on argmax labels (zero_division 0); Kurniawan et al.'s
+  ``soft_precision``, ``soft_recall``, ``soft_f1`` (see ``metrics``);
+  ``mean_pred`` and ``mean_human``, the mean probability the prediction and
+  the annotators give the class (calibration at a glance); and ``jsd``, the
+  mean base-2 JS distance over the items whose human majority is the class
+  (``null`` when it has none).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .errors import ConfigError, InputError
+from .items import ACTIVE_LEVELS, ENTROPY_LEVELS, validate_item
+from .jsonio import read_jsonl, write_json
+from .parsing import parse_distribution
+
+POLICIES = ("uniform", "exclude")
+JS_BASE = 2
+METRIC_KEYS = ("n", "n_scored", "parse_failure_rate", "mean_sum_error", "jsd", "jsd_e", "bc", "kl",
+               "tvd", "accuracy", "macro_f1", "weighted_f1", "soft_accuracy", "soft_micro_f1")
+_DIST_TOL = 1e-6
+
+
+def read_located(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """JSONL rows paired with their 1-based line numbers (blank lines skipped),
+    so later validation errors can name the line."""
+    path = Path(path)
+    rows = read_jsonl(path)
+    with path.open(encoding="utf-8") as fh:
+        lines = [i for i, line in enumerate(fh, 1) if line.strip()]
+    return list(zip(lines, rows))
+
+
+def _check_dist(dist: list, *, path: str, line: int) -> None:
+    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+             for x in dist)
+    if not ok or abs(sum(dist) - 1.0) > _DIST_TOL:
+        raise InputError("must be non-negative numbers summing to 1", path=path, line=line, field="dist")
+
+
+def validate_rows(rows: Sequence[dict[str, Any]], *, path: str = "<predictions>",
+                  lines: Sequence[int] | None = None) -> list[str]:
+    """Check every row before any scoring; return the shared label list."""
+    if not rows:
+        raise InputError("no predictions to evaluate", path=path)
+    lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
+    labels = None
+    for row, line in zip(rows, lines):
+        validate_item(row, path=path, line=line)
+        _check_dist(row["dist"], path=path, line=line)
+        if row["subset"] is not None and not isinstance(row["subset"], str):
+            raise InputError("must be a string or null", path=path, line=line, field="subset")
+        if not isinstance(row["ambiguity"], str):
+            raise InputError("must be a string", path=path, line=line, field="ambiguity")
+        if "completion" not in row:
+            raise InputError("missing field", path=path, line=line, field="completion")
+        if not isinstance(row["completion"], str):
+            raise InputError("must be a string", path=path, line=line, field="completion")
+        if labels is None:
+            labels = row["labels"]
+        elif row["labels"] != labels:
+            raise InputError(f"label list {row['labels']} differs from {labels} of the first row",
+                             path=path, line=line, field="labels")
+    return list(labels)
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(np.mean(x)) if x.size else None
+
+
+def _block(human: np.ndarray, pred: np.ndarray, parsed: np.ndarray, scored: np.ndarray,
+           sum_error: np.ndarray) -> dict[str, Any]:
+    """The metric block of one slice (all arrays already cut to the slice)."""
+    n = int(human.shape[0])
+    P, Q = human[scored], pred[scored]
+    k = int(P.shape[0])
+    out: dict[str, Any] = {
+        "n": n,
+        "n_scored": k,
+        "parse_failure_rate": float(np.mean(~parsed)) if n else None,
+        "mean_sum_error": _mean(sum_error[parsed]),
+    }
+    if k == 0:
+        out.update({key: None for key in METRIC_KEYS if key not in out})
+        return out
+    out.update({
+        "jsd": _mean(M.jsd(P, Q, base=2.0)),
+        "jsd_e": _mean(M.jsd(P, Q, base=math.e)),
+        "bc": _mean(M.bhattacharyya(P, Q)),
+        "kl": _mean(M.kl(P, Q)),
+        "tvd": _mean(M.tvd(P, Q)),
+        "accuracy": M.accuracy(P, Q),
+        "macro_f1": M.macro_f1(P, Q),
+        "weighted_f1": M.weighted_f1(P, Q),
+        "soft_accuracy": _mean(M.soft_accuracy(P, Q)),
+        "soft_micro_f1": M.soft_micro_f1(P, Q),
+    })
+    return {key: out[key] for key in METRIC_KEYS}
+
+
+def _per_class(labels: list[str], P: np.ndarray, Q: np.ndarray) -> dict[str, dict[str, Any]]:
+    C = len(labels)
+    t, p = M.argmax_labels(P), M.argmax_labels(Q)
+    prec, rec, f1, support = M.precision_recall_f1_support(t, p, C)
+    sprec, srec, sf1, _ = M.soft_precision_recall_f1(P, Q)
+    predicted = np.bincount(p, minlength=C)
+    dists = M.jsd(P, Q, base=2.0)
+    out = {}
+    for c, name in enumerate(labels):
+        out[name] = {
+            "support": int(support[c]),
+            "predicted": int(predicted[c]),
+            "precision": float(prec[c]),
+            "recall": float(rec[c]),
+            "f1": float(f1[c]),
+            "soft_precision": float(sprec[c]),
+            "soft_recall": float(srec[c]),
+            "soft_f1": float(sf1[c]),
+            "mean_pred": _mean(Q[:, c]),
+            "mean_human": _mean(P[:, c]),
+            "jsd": _mean(dists[t == c]),
+        }
+    return out
+
+
+def level_order(levels: set[str]) -> list[str]:
+    """Present levels in the order of the ambiguity scheme they belong to."""
+    for scheme in (ENTROPY_LEVELS, ACTIVE_LEVELS):
+        if levels <= set(scheme):
+            return [lv for lv in scheme if lv in levels]
+    return sorted(levels)
+
+
+def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform", *,
+                  path: str = "<predictions>", lines: Sequence[int] | None = None) -> dict[str, Any]:
+    """Metrics JSON (SPEC §8) for prediction rows; validates all rows first."""
+    if on_parse_failure not in POLICIES:
+        raise ConfigError(f"on_parse_failure must be one of {', '.join(POLICIES)}, not {on_parse_failure!r}")
+    labels = validate_rows(rows, path=path, lines=lines)
+    C = len(labels)
+    human = np.array([r["dist"] for r in rows], dtype=np.float64)
+    results = [parse_distribution(r["completion"], labels) for r in rows]
+    parsed = np.array([res.ok for res in results], dtype=bool)
+    pred = np.array([res.dist if res.ok else np.full(C, 1.0 / C) for res in results], dtype=np.float64)
+    sum_error = np.array([res.sum_error if res.ok else np.nan for res in results], dtype=np.float64)
+    scored = parsed.copy() if on_parse_failure == "exclude" else np.ones(len(rows), dtype=bool)
+
+    def block(mask: np.ndarray) -> dict[str, Any]:
+        return _block(human[mask], pred[mask], parsed[mask], scored[mask], sum_error[mask])
+
+    def where(key: str, value: Any) -> np.ndarray:
+        return np.array([r[key] == value for r in rows], dtype=bool)
+
+    subset_names = sorted({r["subset"] for r in rows if r["subset"] is not None})
+    levels = level_order({r["ambiguity"] for r in rows})
+    overall = block(np.ones(len(rows), dtype=bool))
+    return {
+        "n": overall["n"],
+        "parse_failure_rate": overall["parse_failure_rate"],
+        "on_parse_failure": on_parse_failure,
+        "js_base": JS_BASE,
+        "overall": overall,
+        "by_subset": {s: block(where("subset", s)) for s in subset_names},
+        "by_ambiguity": {lv: block(where("ambiguity", lv)) for lv in levels},
+        "per_class": _per_class(labels, human[scored], pred[scored]),
+    }
+
+
+def run_evaluate(predictions: Path, out: Path, on_parse_failure: str = "uniform") -> dict[str, Any]:
+    """Read a predictions file, score it, write the metrics JSON atomically.
+
+    Every row is validated before anything is written, so a bad input leaves
+    no (and no partial) output file.
+    """
+    located = read_located(predictions)
+    metrics = evaluate_rows([row for _, row in located], on_parse_failure,
+                            path=str(predictions), lines=[ln for ln, _ in located])
+    write_json(out, metrics)
+    return metrics

@@ -1,0 +1,482 @@
+"""GRPO training of one (dataset, method, seed) with TRL's ``GRPOTrainer`` (SPEC §5).
+
+Why this module exists rather than a bare TRL script:
+
+- every GRPOConfig field whose default moved across TRL versions is taken
+  from config and passed explicitly (:data:`RECORDED_FIELDS`), and the full
+  resolved GRPOConfig is written into ``run.json``, so a run can be compared
+  with the paper's even after TRL changes its defaults again (TRL 1.16
+  defaults: ``loss_type="dapo"``, ``scale_rewards="group"``,
+  ``num_generations=8``, ``max_completion_length=512``, ``temperature=1.0``,
+  ``beta=0.0``, ``gradient_checkpointing=True``, ``bf16=None`` → True);
+- the reward is wrapped to record, per optimizer step, the mean reward, the
+  parse rate and the fraction of zero-spread groups (groups whose
+  ``num_generations`` rewards are all equal carry no gradient under group
+  normalisation), into ``train_log.jsonl`` and the trainer logs;
+- an interrupted run resumes from its last checkpoint when rerun with the
+  same ``out_dir``; ``run.json`` is written last, atomically, and serves as
+  the Snakemake output marker.
+
+Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
+(final weights), ``checkpoints/checkpoint-N/``, ``train_log.jsonl``,
+``run.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .jsonio import dumps_line, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+# SPEC §5: passed explicitly to GRPOConfig and recorded in run.json.
+RECORDED_FIELDS = (
+    "scale_rewards", "loss_type", "max_completion_length", "num_generations", "temperature",
+    "beta", "num_train_epochs", "max_steps", "learning_rate", "optim",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "save_steps",
+    "logging_steps",
+)
+# Non-§5 defaults we choose (config may override any of them): keep two
+# checkpoints (resuming needs only the last), log the first step, no
+# external trackers.
+EXTRA_DEFAULTS = {"save_total_limit": 2, "logging_first_step": True, "report_to": "none"}
+LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "shala")
+CHECKPOINTS = "checkpoints"
+TRAIN_LOG = "train_log.jsonl"
+RUN_RECORD = "run.json"
+
+
+# --------------------------------------------------------------------- config
+
+def method_spec(config: dict[str, Any], method: str, trainer: str = "grpo") -> dict[str, Any]:
+    """The method's registry entry; it must use ``trainer``."""
+    try:
+        spec = config["methods"][method]
+    except KeyError:
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(config.get('methods', {}))}") from None
+    if spec.get("trainer") != trainer:
+        raise ConfigError(f"method {method!r} has trainer {spec.get('trainer')!r}, not {trainer!r}")
+    return spec
+
+
+def grpo_settings(config: dict[str, Any], method: str, max_steps: int | None = None) -> dict[str, Any]:
+    """training.grpo overlaid with the method's overrides (and ``max_steps``).
+
+    Every field of :data:`RECORDED_FIELDS` must be present: a silently
+    inherited TRL default is exactly what SPEC §5 forbids.
+    """
+    spec = method_spec(config, method)
+    settings = {**EXTRA_DEFAULTS, **config["training"]["grpo"], **(spec.get("overrides") or {})}
+    if max_steps is not None:
+        settings["max_steps"] = int(max_steps)
+    missing = [f for f in RECORDED_FIELDS if f not in settings]
+    if missing:
+        raise ConfigError(f"training.grpo: missing field(s) {missing} (SPEC §5 wants them explicit)")
+    return settings
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Turn off bf16 without CUDA (CPU bf16 autocast is slow and not the
+    paper's setting); return the notes to record."""
+    notes = []
+    if settings.get("bf16") and not cuda_available():
+        settings = {**settings, "bf16": False}
+        notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")
+        log.warning(notes[-1])
+    return settings, notes
+
+
+def make_grpo_config(settings: dict[str, Any], out_dir: Path, seed: int):
+    """Build the GRPOConfig; unknown keys are a config error, not a TypeError."""
+    from trl import GRPOConfig
+
+    known = set(GRPOConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"training.grpo: not GRPOConfig fields: {unknown}")
+    return GRPOConfig(output_dir=str(Path(out_dir) / CHECKPOINTS), seed=seed, data_seed=seed,
+                      save_strategy="steps", **settings)
+
+
+# ---------------------------------------------------------------------- data
+
+def train_rows(items: Sequence[dict[str, Any]], prompt_cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Conversational prompts plus the columns the rewards read."""
+    from .prompts import render_messages
+
+    return [{"id": str(it["id"]), "prompt": render_messages(it, prompt_cfg),
+             "labels": list(it["labels"]), "dist": [float(x) for x in it["dist"]],
+             "entropy_norm": float(it["entropy_norm"])} for it in items]
+
+
+def load_train_dataset(config: dict[str, Any], dataset: str, data_dir: Path):
+    """``data_dir/train.jsonl`` as a ``datasets.Dataset``."""
+    from datasets import Dataset
+
+    try:
+        prompt_cfg = config["datasets"][dataset]["prompt"]
+    except KeyError:
+        raise ConfigError(f"datasets.{dataset}.prompt is missing") from None
+    items = read_jsonl(Path(data_dir) / "train.jsonl")
+    if not items:
+        raise ConfigError(f"{Path(data_dir) / 'train.jsonl'}: no training items")
+    return Dataset.from_list(train_rows(items, prompt_cfg))
+
+
+# --------------------------------------------------------------- advantages
+
+def compute_advantages(rewards, num_generations: int, scale_rewards: str):
+    """GRPO advantages exactly as TRL 1.16 computes them for one reward function.
+
+    Replicates ``GRPOTrainer._generate_and_score_completions``
+    (trl/trainer/grpo_trainer.py, 1.16.0, lines 2762-2810, branch
+    ``multi_objective_aggregation="sum_then_normalize"``), which inlines it:
+
+        mean_g = nanmean(r.view(-1, G), dim=1).repeat_interleave(G)
+        std    = nanstd(r.view(-1, G), dim=1).repeat_interleave(G)   # "group"/"none"
+               | nanstd(r).expand_as(r)                              # "batch"
+        adv    = r - mean_g
+        adv    = adv / (std + 1e-4)          unless scale_rewards == "none"
+        adv    = nan_to_num(adv, nan=0.0)
+
+    ``nanstd`` (trl/trainer/utils.py:1021) is the Bessel-corrected
+    (unbiased) std. Note the batch variant still centres on the *group*
+    mean, and only the divisor changes. A zero-spread group (std 0) gets
+    advantage exactly 0 (numerator 0, divisor 1e-4), so it contributes no
+    policy gradient. Because of the 1e-4, group scaling cancels a
+    per-group factor h only approximately: adv(h·r) / adv(r) =
+    (std+1e-4)/(std+1e-4/h), i.e. a relative error below 1e-4·(1/h − 1)/std.
+    """
+    import torch
+
+    from trl.trainer.utils import nanstd
+
+    r = torch.as_tensor(rewards, dtype=torch.float32).flatten()
+    g = int(num_generations)
+    mean_g = torch.nanmean(r.view(-1, g), dim=1).repeat_interleave(g, dim=0)
+    if scale_rewards in ("group", "none"):
+        std = (nanstd(r.view(-1, g), dim=1).repeat_interleave(g, dim=0) if g > 1
+               else torch.zeros_like(r))
+    elif scale_rewards == "batch":
+        std = nanstd(r).expand_as(r) if r.numel() > 1 else torch.zeros_like(r)
+    else:
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', not {scale_rewards!r}")
+    adv = r - mean_g
+    if scale_rewards != "none":
+        adv = adv / (std + 1e-4)
+    return torch.nan_to_num(adv, nan=0.0)
+
+
+# ------------------------------------------------------------ reward stats
+
+def zero_spread_fraction(rewards: Sequence[float], num_generations: int) -> float | None:
+    """Fraction of consecutive groups of ``num_generations`` whose rewards are
+    all equal (None if the batch does not hold whole groups)."""
+    g = int(num_generations)
+    if not rewards or len(rewards) % g:
+        return None
+    groups = [rewards[i:i + g] for i in range(0, len(rewards), g)]
+    return sum(max(gr) - min(gr) <= 1e-12 for gr in groups) / len(groups)
+
+
+class RecordingReward:
+    """Wraps a reward function and records what it saw, per call.
+
+    TRL calls the reward once per generation batch (per optimizer step with
+    the default ``steps_per_generation = gradient_accumulation_steps``) on
+    this process's completions, in whole groups of ``num_generations``
+    consecutive completions (RepeatSampler), so the zero-spread fraction is
+    exact on one process; with several processes it describes this
+    process's share. Parse rate and zero-spread fraction also go to TRL's
+    own logs through its ``log_metric`` hook (averaged over processes).
+    """
+
+    def __init__(self, fn: Callable[..., list[float]], num_generations: int):
+        self.fn = fn
+        self.num_generations = num_generations
+        self.__name__ = getattr(fn, "__name__", "reward")
+        self.pending: list[dict[str, Any]] = []
+
+    def __call__(self, prompts=None, completions=(), **kwargs: Any) -> list[float]:
+        from .parsing import parse_distribution
+        from .rewards import completion_text
+
+        rewards = [float(r) for r in self.fn(prompts=prompts, completions=completions, **kwargs)]
+        labels = kwargs.get("labels") or [[]] * len(completions)
+        parsed = [parse_distribution(completion_text(c), lab).ok for c, lab in zip(completions, labels)]
+        stats = {"n": len(rewards), "reward_sum": sum(rewards), "parsed": sum(parsed),
+                 "zero_spread": zero_spread_fraction(rewards, self.num_generations),
+                 "reward_min": min(rewards, default=None), "reward_max": max(rewards, default=None)}
+        self.pending.append(stats)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and rewards:
+            log_metric("parse_rate", stats["parsed"] / stats["n"])
+            if stats["zero_spread"] is not None:
+                log_metric("zero_spread_frac", stats["zero_spread"])
+        return rewards
+
+    def pop_step(self) -> dict[str, Any] | None:
+        """Aggregate the calls since the last pop into one step's stats."""
+        calls, self.pending = self.pending, []
+        n = sum(c["n"] for c in calls)
+        if not n:
+            return None
+        zs = [c["zero_spread"] for c in calls if c["zero_spread"] is not None]
+        return {"reward_mean": sum(c["reward_sum"] for c in calls) / n,
+                "parse_rate": sum(c["parsed"] for c in calls) / n,
+                "zero_spread_frac": sum(zs) / len(zs) if zs else None,
+                "reward_min": min(c["reward_min"] for c in calls),
+                "reward_max": max(c["reward_max"] for c in calls),
+                "n_completions": n}
+
+
+def _step_log_callback(recorder: RecordingReward, log_path: Path):
+    """A TrainerCallback appending one ``event: step`` row per optimizer step
+    (and the trainer's own log rows) to ``train_log.jsonl``."""
+    from transformers import TrainerCallback
+
+    class StepLog(TrainerCallback):
+        def __init__(self):
+            self.t_step = None
+            self.step_seconds: list[float] = []
+
+        def _write(self, state, row):
+            if state.is_world_process_zero:
+                with log_path.open("a", encoding="utf-8") as fh:
+                    fh.write(dumps_line(row) + "\n")
+
+        def on_step_begin(self, args, state, control, **kw):
+            if self.t_step is None:
+                self.t_step = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            now = time.perf_counter()
+            secs = now - self.t_step if self.t_step is not None else None
+            self.t_step = now
+            if secs is not None:
+                self.step_seconds.append(secs)
+            stats = recorder.pop_step() or {}
+            self._write(state, {"event": "step", "step": state.global_step, "seconds": secs, **stats})
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            self._write(state, {"event": "log", "step": state.global_step, **_jsonable(logs or {})})
+
+    return StepLog()
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    import math
+
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif not isinstance(v, (int, float, str, bool, type(None))):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------- checkpoints/log
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete ``checkpoints/checkpoint-N`` (None if none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(out_dir) / CHECKPOINTS
+    if not ckpt_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(ckpt_dir))
+    if last and (Path(last) / "trainer_state.json").is_file():
+        return Path(last)
+    return None
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    from .jsonio import read_json
+
+    return int(read_json(Path(ckpt) / "trainer_state.json")["global_step"])
+
+
+def prepare_log(log_path: Path, resume_step: int | None) -> None:
+    """Start a fresh log, or on resume drop the rows an interrupted run wrote
+    after its last checkpoint (they will be redone)."""
+    if resume_step is None or not log_path.is_file():
+        log_path.unlink(missing_ok=True)
+        return
+    rows = [r for r in read_jsonl(log_path) if r.get("step", 0) <= resume_step]
+    with log_path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(dumps_line(r) + "\n")
+
+
+def append_log(log_path: Path, row: dict[str, Any]) -> None:
+    with log_path.open("a", encoding="utf-8") as fh:
+        fh.write(dumps_line(row) + "\n")
+
+
+def reward_summary(log_path: Path) -> dict[str, Any]:
+    """Mean reward / parse rate over the first and last steps of the whole
+    run (resumed parts included); the window is a tenth of the steps, >= 1."""
+    steps = {}
+    for r in read_jsonl(log_path):
+        if r.get("event") == "step" and r.get("reward_mean") is not None:
+            steps[r["step"]] = r  # a redone step replaces its earlier row
+    rows = [steps[k] for k in sorted(steps)]
+    if not rows:
+        return {"n_logged_steps": 0}
+    k = max(1, len(rows) // 10)
+
+    def mean(key, part):
+        vals = [r[key] for r in part if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    first, last = rows[:k], rows[-k:]
+    return {"n_logged_steps": len(rows), "window_steps": k,
+            "reward_mean_first": mean("reward_mean", first), "reward_mean_last": mean("reward_mean", last),
+            "parse_rate_first": mean("parse_rate", first), "parse_rate_last": mean("parse_rate", last),
+            "zero_spread_frac_first": mean("zero_spread_frac", first),
+            "zero_spread_frac_last": mean("zero_spread_frac", last)}
+
+
+# --------------------------------------------------------------- model/run
+
+def library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def load_for_training(ref: str | Path, component: str | None = None):
+    """Model (float32, as TRL itself loads string models) and tokenizer.
+
+    float32 master weights matter: at lr 1e-6 bf16 weights would swallow
+    the updates. Under DeepSpeed bf16 the engine casts. Uses
+    :func:`shala.models.load_model_and_tokenizer` when available.
+    """
+    try:
+        from .models import load_model_and_tokenizer
+    except ImportError:
+        load_model_and_tokenizer = None
+    if load_model_and_tokenizer is not None:
+        return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(ref), dtype=torch.float32, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(str(ref))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return f"cuda x{n} ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def config_record(args, settings: dict[str, Any]) -> dict[str, Any]:
+    """All GRPOConfig fields as used (JSON-safe); §5 fields checked against it."""
+    full = _jsonable(args.to_dict())
+    return {"recorded": {f: full.get(f) for f in RECORDED_FIELDS}, "full": full,
+            "requested": _jsonable(settings)}
+
+
+def save_final(trainer, tokenizer, out_dir: Path) -> None:
+    """Final weights (safetensors) + tokenizer + generation config in out_dir."""
+    trainer.save_model(str(out_dir))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out_dir))
+
+
+def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data_dir: Path,
+              model_ref: str, out_dir: Path, *, max_steps: int | None = None,
+              init_from: Path | None = None) -> dict[str, Any]:
+    """Train ``method`` on ``dataset`` with GRPO and write ``out_dir`` (see module doc).
+
+    ``init_from``: a warm-up SFT output directory to start from instead of
+    ``model_ref`` (``model_ref`` is still recorded). Returns the run record.
+    """
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    from .rewards import get_reward
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
+    spec = method_spec(config, method)
+    settings, notes = adapt_to_device(grpo_settings(config, method, max_steps))
+    set_seed(seed)
+    args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
+    train_ds = load_train_dataset(config, dataset, data_dir)
+    component = None if init_from else (config.get("model") or {}).get("component")
+    model, tokenizer = load_for_training(init_from or model_ref, component=component)
+
+    reward = RecordingReward(get_reward(spec["reward"]), args.num_generations)
+    log_path = out_dir / TRAIN_LOG
+    ckpt = last_checkpoint(out_dir)
+    resume_step = checkpoint_step(ckpt) if ckpt else None
+    prepare_log(log_path, resume_step)
+    step_log = _step_log_callback(reward, log_path)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
+                          processing_class=tokenizer, callbacks=[step_log])
+    if trainer.is_world_process_zero():
+        event = {"event": "resume", "checkpoint": ckpt.name, "from_step": resume_step} if ckpt else {"event": "start"}
+        append_log(log_path, {**event, "step": resume_step or 0, "method": method, "seed": seed})
+
+    t_train = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    train_seconds = time.perf_counter() - t_train
+    save_final(trainer, tokenizer, out_dir)
+
+    steps_run = trainer.state.global_step - (resume_step or 0)
+    record = {
+        "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
+        "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
+        "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
+        "grpo_config": config_record(args, settings), "notes": notes,
+        "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
+        "global_step": trainer.state.global_step, "steps_this_run": steps_run,
+        "device": device_name(), "versions": library_versions(),
+        "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
+                   "seconds_per_step": train_seconds / steps_run if steps_run else None,
+                   "step_seconds": step_log.step_seconds},
+        "final_metrics": reward_summary(log_path),
+    }
+    if trainer.is_world_process_zero():
+        append_log(log_path, {"event": "end", "step": trainer.state.global_step})
+        record["final_metrics"] = reward_summary(log_path)
+        write_json(out_dir / RUN_RECORD, record)
+    return record
+
+
+def clean_checkpoints(out_dir: Path) -> None:
+    """Remove ``out_dir/checkpoints`` (after a finished run, to save space)."""
+    shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)

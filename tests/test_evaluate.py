@@ -1,0 +1,260 @@
+"""shala.evaluate against independent scipy/sklearn computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from sklearn.metrics import accuracy_score, f1_score
+
+from shala.errors import ConfigError, InputError
+from shala.evaluate import evaluate_rows, run_evaluate
+from shala.items import make_item
+
+LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def make_rows(n: int, seed: int = 0, labels=LABELS, subsets=("snli", "mnli")) -> list[dict]:
+    """Items with random vote counts and random Dirichlet predictions."""
+    rng = np.random.default_rng(seed)
+    C = len(labels)
+    rows = []
+    for i in range(n):
+        counts = rng.multinomial(20, rng.dirichlet(np.full(C, 0.7))).tolist()
+        if sum(counts) == 0:
+            counts[0] = 1
+        item = make_item(id=f"x{i}", dataset="toy", subset=subsets[i % len(subsets)],
+                         inputs={"text": f"t{i}"}, labels=labels, counts=counts, ambiguity="entropy")
+        item["split"] = "test"
+        pred = rng.dirichlet(np.full(C, 0.8))
+        item["completion"] = "Answer: " + json.dumps(dict(zip(labels, pred.tolist())))
+        rows.append(item)
+    return rows
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def pred_of(row):
+    obj = json.loads(row["completion"].split("Answer: ", 1)[1])
+    return [obj[k] for k in row["labels"]]
+
+
+def independent(P, Q):
+    t, p = P.argmax(1), Q.argmax(1)
+    labs = list(range(P.shape[1]))
+    return {
+        "jsd": float(np.mean(jensenshannon(P, Q, base=2, axis=1))),
+        "jsd_e": float(np.mean(jensenshannon(P, Q, axis=1))),
+        "bc": float(np.mean(np.sqrt(P * Q).sum(1))),
+        "accuracy": accuracy_score(t, p),
+        "macro_f1": f1_score(t, p, labels=labs, average="macro", zero_division=0),
+        "weighted_f1": f1_score(t, p, labels=labs, average="weighted", zero_division=0),
+    }
+
+
+def test_run_evaluate_matches_scipy_sklearn(tmp_path):
+    rows = make_rows(120)
+    out = tmp_path / "m" / "metrics.json"
+    res = run_evaluate(write(tmp_path / "p.jsonl", rows), out)
+    assert json.loads(out.read_text()) == res
+    assert set(res) == {"n", "parse_failure_rate", "on_parse_failure", "js_base", "overall",
+                        "by_subset", "by_ambiguity", "per_class"}
+    assert (res["n"], res["parse_failure_rate"], res["js_base"]) == (120, 0.0, 2)
+    P = np.array([r["dist"] for r in rows])
+    Q = np.array([pred_of(r) for r in rows])
+    for key, want in independent(P, Q).items():
+        assert res["overall"][key] == pytest.approx(want, abs=1e-6), key
+    # soft metrics equal for distributions; KL(p || p̂) direction
+    assert res["overall"]["soft_micro_f1"] == pytest.approx(np.minimum(P, Q).sum(1).mean(), abs=1e-9)
+    kl = np.where(P > 0, P * np.log(np.where(P > 0, P, 1) / Q), 0).sum(1).mean()
+    assert res["overall"]["kl"] == pytest.approx(kl, abs=1e-9)
+    # a slice equals the same computation on its rows only
+    mnli = np.array([r["subset"] == "mnli" for r in rows])
+    for key, want in independent(P[mnli], Q[mnli]).items():
+        assert res["by_subset"]["mnli"][key] == pytest.approx(want, abs=1e-6), key
+    assert list(res["by_subset"]) == ["mnli", "snli"]
+    assert res["by_subset"]["mnli"]["n"] == 60
+
+
+def test_by_ambiguity_in_scheme_order_and_partition():
+    rows = make_rows(150, seed=3)
+    res = evaluate_rows(rows)
+    present = {r["ambiguity"] for r in rows}
+    assert list(res["by_ambiguity"]) == [lv for lv in ("low", "medium", "high") if lv in present]
+    assert len(res["by_ambiguity"]) >= 2
+    assert sum(b["n"] for b in res["by_ambiguity"].values()) == 150
+    # first appearance would not give scheme order for this data
+    first_seen = list(dict.fromkeys(r["ambiguity"] for r in rows))
+    assert first_seen != list(res["by_ambiguity"])
+
+
+def test_active_levels_ordered_numerically_with_4plus_last():
+    labels = list("abcde")
+    rows = []
+    for i, counts in enumerate([[1, 1, 1, 1, 1], [5, 0, 0, 0, 0], [2, 2, 2, 0, 0], [3, 1, 0, 0, 0]]):
+        it = make_item(id=str(i), dataset="toy", subset=None, inputs={}, labels=labels,
+                       counts=counts, ambiguity="active")
+        it["split"] = "test"
+        it["completion"] = '{"a": 1}'
+        rows.append(it)
+    res = evaluate_rows(rows)
+    assert list(res["by_ambiguity"]) == ["1", "2", "3", "4+"]
+    assert res["by_subset"] == {}
+
+
+def test_unparseable_scored_as_uniform(tmp_path):
+    rows = make_rows(40, seed=1)
+    bad = [0, 5, 6, 17]
+    for i in bad:
+        rows[i]["completion"] = "I think it is neutral."
+    res = run_evaluate(write(tmp_path / "p.jsonl", rows), tmp_path / "m.json")
+    assert res["parse_failure_rate"] == pytest.approx(4 / 40)
+    assert res["overall"]["parse_failure_rate"] == pytest.approx(4 / 40)
+    assert res["on_parse_failure"] == "uniform"
+    P = np.array([r["dist"] for r in rows])
+    Q = np.array([[1 / 3] * 3 if i in bad else pred_of(r) for i, r in enumerate(rows)])
+    assert res["overall"]["n_scored"] == 40
+    assert res["overall"]["jsd"] == pytest.approx(np.mean(jensenshannon(P, Q, base=2, axis=1)), abs=1e-9)
+    # a uniform prediction's argmax is the first class (ties rule)
+    assert res["overall"]["accuracy"] == pytest.approx(accuracy_score(P.argmax(1), Q.argmax(1)))
+    # mean_sum_error over parsed rows only (all parsed sum to 1 up to rounding)
+    assert res["overall"]["mean_sum_error"] < 1e-12
+
+
+def test_exclude_policy_drops_failures_but_counts_them():
+    rows = make_rows(30, seed=2)
+    for i in (1, 2, 3):
+        rows[i]["completion"] = '{"entailment": -1}'
+    res = evaluate_rows(rows, on_parse_failure="exclude")
+    keep = [i for i in range(30) if i not in (1, 2, 3)]
+    P = np.array([rows[i]["dist"] for i in keep])
+    Q = np.array([pred_of(rows[i]) for i in keep])
+    assert res["on_parse_failure"] == "exclude"
+    assert res["parse_failure_rate"] == pytest.approx(0.1)
+    assert (res["overall"]["n"], res["overall"]["n_scored"]) == (30, 27)
+    for key, want in independent(P, Q).items():
+        assert res["overall"][key] == pytest.approx(want, abs=1e-6), key
+    assert sum(c["support"] for c in res["per_class"].values()) == 27
+
+
+def test_exclude_all_failed_gives_nulls(tmp_path):
+    rows = make_rows(4)
+    for r in rows:
+        r["completion"] = ""
+    res = run_evaluate(write(tmp_path / "p.jsonl", rows), tmp_path / "m.json", on_parse_failure="exclude")
+    assert res["parse_failure_rate"] == 1.0
+    assert res["overall"]["jsd"] is None and res["overall"]["mean_sum_error"] is None
+    assert res["per_class"]["neutral"]["jsd"] is None
+    assert "NaN" not in (tmp_path / "m.json").read_text()
+
+
+def test_mean_sum_error_uses_raw_sum():
+    rows = make_rows(2)
+    rows[0]["completion"] = '{"entailment": 0.5, "neutral": 0.3, "contradiction": 0.4}'  # 1.2
+    rows[1]["completion"] = '{"entailment": "50%", "neutral": "40%"}'                   # 0.9
+    res = evaluate_rows(rows)
+    assert res["overall"]["mean_sum_error"] == pytest.approx(0.15)
+    assert res["parse_failure_rate"] == 0.0
+
+
+def test_per_class_block():
+    rows = make_rows(2, subsets=("s",))
+    rows[0].update(dist=[0.8, 0.2, 0.0], majority="entailment",
+                   completion='{"entailment": 0.6, "neutral": 0.4, "contradiction": 0}')
+    rows[1].update(dist=[0.1, 0.3, 0.6], majority="contradiction",
+                   completion='{"entailment": 0.7, "neutral": 0.2, "contradiction": 0.1}')
+    pc = evaluate_rows(rows)["per_class"]
+    assert list(pc) == LABELS
+    e, n, c = pc["entailment"], pc["neutral"], pc["contradiction"]
+    assert (e["support"], e["predicted"], c["support"], c["predicted"]) == (1, 2, 1, 0)
+    assert (e["precision"], e["recall"], e["f1"]) == pytest.approx((0.5, 1.0, 2 / 3))
+    assert (c["precision"], c["recall"], c["f1"]) == (0.0, 0.0, 0.0)
+    assert n["support"] == 0 and n["jsd"] is None
+    assert e["mean_pred"] == pytest.approx(0.65) and e["mean_human"] == pytest.approx(0.45)
+    # soft P/R/F (Kurniawan et al.): Σ min over items / Σ pred, / Σ human
+    assert e["soft_precision"] == pytest.approx((0.6 + 0.1) / 1.3)
+    assert e["soft_recall"] == pytest.approx((0.6 + 0.1) / 0.9)
+    assert e["jsd"] == pytest.approx(jensenshannon([0.8, 0.2, 0], [0.6, 0.4, 0], base=2))
+
+
+def test_output_is_deterministic(tmp_path):
+    p = write(tmp_path / "p.jsonl", make_rows(50, seed=9))
+    run_evaluate(p, tmp_path / "a.json")
+    run_evaluate(p, tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+# ----- errors -------------------------------------------------------------------
+
+def _fails(tmp_path, text, *, match):
+    p = tmp_path / "p.jsonl"
+    p.write_text(text, encoding="utf-8")
+    out = tmp_path / "out" / "m.json"
+    with pytest.raises(InputError, match=match) as exc:
+        run_evaluate(p, out)
+    assert not out.exists()
+    assert not (out.parent.exists() and any(out.parent.iterdir()))
+    return exc.value
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    good = json.dumps(make_rows(1)[0])
+    err = _fails(tmp_path, good + "\n\n" + good + "\n{not json\n", match=r"p\.jsonl:4")
+    assert err.line == 4
+
+
+def test_missing_completion_names_line_and_field(tmp_path):
+    rows = make_rows(3)
+    del rows[2]["completion"]
+    err = _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r"p\.jsonl:3: field 'completion'")
+    assert err.field == "completion"
+
+
+def test_missing_item_field(tmp_path):
+    rows = make_rows(2)
+    del rows[1]["dist"]
+    err = _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r":2: field 'dist'")
+    assert err.line == 2
+
+
+def test_mixed_label_lists_rejected(tmp_path):
+    rows = make_rows(2) + make_rows(1, labels=["yes", "no"])
+    _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r":3: field 'labels'")
+
+
+def test_bad_dist_rejected(tmp_path):
+    rows = make_rows(2)
+    rows[0]["dist"] = [0.5, 0.5, 0.5]
+    _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r":1: field 'dist'")
+
+
+def test_empty_file_rejected(tmp_path):
+    _fails(tmp_path, "\n", match="no predictions")
+
+
+def test_existing_output_untouched_on_error(tmp_path):
+    out = tmp_path / "m.json"
+    out.write_text("old")
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": "x"}\n')
+    with pytest.raises(InputError):
+        run_evaluate(p, out)
+    assert out.read_text() == "old"
+
+
+def test_unknown_policy():
+    with pytest.raises(ConfigError, match="on_parse_failure"):
+        evaluate_rows(make_rows(2), on_parse_failure="drop")
+
+
+def test_js_e_relation():
+    res = evaluate_rows(make_rows(20, seed=4))
+    # jsd_e is the natural-log distance: each item's value is the base-2 one
+    # times sqrt(ln 2), so the means are too (a base mix-up breaks this)
+    assert res["overall"]["jsd_e"] == pytest.approx(res["overall"]["jsd"] * math.sqrt(math.log(2)))
