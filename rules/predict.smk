@@ -36,8 +36,9 @@ rule reference_predictor:
     params:
         data=lambda w, input: os.path.dirname(input.data),
         source=raw_dir,
+        limit=limit_arg,
     conda:
         "../envs/shala.yaml"
     shell:
         "shala baseline {wildcards.predictor} --data {params.data} --split {wildcards.split}"
-        " --out {output} --source {params.source} > {log} 2>&1"
+        " --out {output} --source {params.source} {params.limit} > {log} 2>&1"

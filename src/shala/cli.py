@@ -57,7 +57,7 @@ def cmd_baseline(a) -> None:
     from .baselines import run_baseline
 
     n = run_baseline(a.predictor, Path(a.data), a.split, Path(a.out),
-                     source=Path(a.source) if a.source else None)
+                     source=Path(a.source) if a.source else None, limit=a.limit)
     log.info("wrote %d predictions to %s", n, a.out)
 
 
@@ -66,8 +66,12 @@ def cmd_evaluate(a) -> None:
 
     m = run_evaluate(Path(a.predictions), Path(a.out), on_parse_failure=a.on_parse_failure)
     o = m["overall"]
-    print(f"n={m['n']} jsd={o['jsd']:.4f} bc={o['bc']:.4f} acc={o['accuracy']:.4f} "
-          f"macro_f1={o['macro_f1']:.4f} parse_failure_rate={m['parse_failure_rate']:.4f}")
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"n={m['n']} jsd={fmt(o['jsd'])} bc={fmt(o['bc'])} acc={fmt(o['accuracy'])} "
+          f"macro_f1={fmt(o['macro_f1'])} parse_failure_rate={fmt(m['parse_failure_rate'])}")
 
 
 def cmd_fetch_model(a) -> None:
@@ -139,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--out", required=True, help="predictions JSONL")
     s.add_argument("--source", help="raw files (old_labels reads ChaosNLI's original votes)")
+    s.add_argument("--limit", type=int, help="only the first N items (as predict --limit)")
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("evaluate", help="predictions JSONL -> metrics JSON")

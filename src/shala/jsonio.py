@@ -17,6 +17,24 @@ from typing import Any
 from .errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()
+
+
+def _mkstemp_beside(final: Path) -> Path:
+    """A temporary file in the target's directory (same filesystem, so the
+    final rename is atomic), with the permissions a plain open() would give."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, _MODE)
+    return Path(tmp)
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file of objects; blank lines are skipped."""
     path = Path(path)
@@ -59,9 +77,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _mkstemp_beside(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -99,9 +115,7 @@ def staged_outputs(*paths: str | Path) -> Iterator[list[Path]]:
     try:
         for final in finals:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(_mkstemp_beside(final))
         yield temps
         for tmp, final in zip(temps, finals):
             os.replace(tmp, final)

@@ -174,6 +174,16 @@ def _is_converted(out_dir: Path, package: str, gguf_file: str) -> bool:
     return data.get("package") == package and data.get("gguf_file") == gguf_file
 
 
+def _relax_permissions(directory: Path) -> None:
+    """mkdtemp makes 0700 dirs; give the model the umask's usual modes so
+    other users of a shared results folder can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for p in directory.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 def _plain_copy(model):
     """The same weights in a model without the GGUF quantizer attached.
 
@@ -233,6 +243,7 @@ def _convert_gguf(package: str, gguf_file: str, out_dir: Path) -> Path:
                   "dtype": "float32", "versions": _versions()}
         (build / "source.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         del model
+        _relax_permissions(build)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(build, out_dir)

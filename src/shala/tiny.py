@@ -106,6 +106,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        from .models import _relax_permissions
+        _relax_permissions(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

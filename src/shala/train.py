@@ -391,6 +391,21 @@ def load_for_training(ref: str | Path, component: str | None = None):
     return model, tok
 
 
+def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
+    """config's ``model.component`` (the Omni thinker) when ``ref`` can hold
+    one; a local model directory of another type (a demo or test model run
+    under the paper config) is loaded whole."""
+    import json
+
+    component = (config.get("model") or {}).get("component")
+    cfg_file = Path(str(ref)) / "config.json"
+    if component and cfg_file.is_file():
+        model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type", "")
+        if "omni" not in model_type:
+            return None
+    return component
+
+
 def device_name() -> str:
     import torch
 
@@ -436,7 +451,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     set_seed(seed)
     args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
     train_ds = load_train_dataset(config, dataset, data_dir)
-    component = None if init_from else (config.get("model") or {}).get("component")
+    component = None if init_from else model_component(config, model_ref)
     model, tokenizer = load_for_training(init_from or model_ref, component=component)
 
     reward = RecordingReward(get_reward(spec["reward"]), args.num_generations)

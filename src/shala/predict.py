@@ -1,0 +1,166 @@
+"""Batched greedy prediction for a split of a dataset (SPEC §6).
+
+Evaluation uses greedy decoding, so predictions are a pure function of the
+model, the prompts and ``max_new_tokens``. We batch with left padding and
+sort prompts by length to cut padding, then restore the input order. Raw
+completions are stored next to the parsed distribution so metrics can be
+recomputed (or the parser changed) without re-running the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError
+from .jsonio import read_jsonl, write_json, write_jsonl
+from .parsing import parse_distribution
+from .prompts import render_messages
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "batch_size",
+                   "max_new_tokens", "decoding", "parse_rate", "n_parsed", "seconds",
+                   "items_per_s", "seed", "device", "dtype", "versions")
+
+
+def _render(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
+    """Token ids of a chat prompt ending where the assistant answer starts.
+
+    Rendered to text first and tokenised without extra special tokens: the
+    template already writes them, and a tokenizer that adds BOS would
+    otherwise double it.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the tokenizer has no chat template; prompts are chat messages (SPEC §4)")
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def generate(model, tokenizer, message_lists: Sequence[Sequence[dict[str, str]]], *,
+             batch_size: int, max_new_tokens: int, progress: bool = True,
+             seed: int = 0) -> list[str]:
+    """Greedy completions (special tokens stripped), one per message list, in
+    input order. Prompts are batched longest first: similar lengths share a
+    batch (little padding) and an out-of-memory error shows up at once."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"  # decoder-only generation needs left padding
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [_render(tokenizer, m) for m in message_lists]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    results: list[str | None] = [None] * len(encoded)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    try:
+        with torch.inference_mode(), tqdm(total=len(encoded), unit="item", desc="predict",
+                                          disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]},
+                                      padding=True, return_tensors="pt")
+                input_ids = batch["input_ids"].to(device)
+                attention_mask = batch["attention_mask"].to(device)
+                out = model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask,
+                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                    temperature=None, top_p=None, top_k=None,
+                    use_cache=True, pad_token_id=pad_id)
+                new = out[:, input_ids.shape[1]:]
+                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+                for i, text in zip(idx, texts):
+                    results[i] = text
+                bar.update(len(idx))
+    finally:
+        model.train(was_training)
+    return [r if r is not None else "" for r in results]
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from . import __version__
+    return {"shala": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, model_ref: str,
+                split: str, out: str | Path, *, batch_size: int | None = None,
+                limit: int | None = None, max_new_tokens: int | None = None,
+                seed: int = 0, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Predict ``data_dir/{split}.jsonl`` with ``model_ref``; write ``out``.
+
+    Each output line is the canonical item plus ``completion`` (raw text),
+    ``pred_dist`` (parsed distribution in label order, or null) and
+    ``parse_error`` (null on success). A run record goes to
+    ``out.with_suffix('.run.json')`` and is returned. Defaults for batch size
+    and max_new_tokens come from ``config['evaluation']``.
+    """
+    import torch
+
+    from .models import load_model_and_tokenizer
+
+    if dataset not in config.get("datasets", {}):
+        raise ConfigError(f"unknown dataset {dataset!r} (config datasets: {sorted(config.get('datasets', {}))})")
+    prompt_cfg = config["datasets"][dataset].get("prompt")
+    if not prompt_cfg:
+        raise ConfigError(f"datasets.{dataset}.prompt is missing")
+    evaluation = config.get("evaluation", {})
+    batch_size = int(batch_size or evaluation.get("batch_size", 16))
+    max_new_tokens = int(max_new_tokens or evaluation.get("max_new_tokens", 128))
+    out = Path(out)
+    items = read_jsonl(Path(data_dir) / f"{split}.jsonl")
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise InputError(f"no items in split {split!r}", path=Path(data_dir) / f"{split}.jsonl")
+    messages = [render_messages(it, prompt_cfg) for it in items]
+
+    model_cfg = config.get("model", {})
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = model_cfg.get("dtype", "float32")
+    t0 = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(model_ref, dtype=dtype,
+                                                component=model_cfg.get("component"),
+                                                device=device)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    completions = generate(model, tokenizer, messages, batch_size=batch_size,
+                           max_new_tokens=max_new_tokens, progress=progress, seed=seed)
+    seconds = time.perf_counter() - t1
+
+    rows = []
+    n_parsed = 0
+    for item, text in zip(items, completions):
+        res = parse_distribution(text, item["labels"])
+        n_parsed += res.ok
+        rows.append({**item, "completion": text,
+                     "pred_dist": [float(x) for x in res.dist] if res.ok else None,
+                     "parse_error": res.error})
+    write_jsonl(out, rows)
+    parse_rate = n_parsed / len(rows)
+    record = {
+        "model_ref": str(model_ref), "dataset": dataset, "split": split,
+        "predictions": str(out), "n_items": len(rows), "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "parse_rate": parse_rate, "n_parsed": n_parsed,
+        "seconds": round(seconds, 3), "load_seconds": round(load_s, 3),
+        "items_per_s": round(len(rows) / seconds, 4) if seconds > 0 else None,
+        "seed": seed, "device": str(device), "dtype": str(dtype), "versions": _versions(),
+    }
+    write_json(out.with_suffix(".run.json"), record)
+    log.info("predicted %d %s/%s items in %.1fs (%.2f items/s); parse rate %.1f%%",
+             len(rows), dataset, split, seconds, record["items_per_s"] or 0.0, 100 * parse_rate)
+    return record
