@@ -271,8 +271,8 @@ def test_counts_dict_field_in_json_array(tmp_path):
     options = {**COUNTS_OPTIONS, "files": ["c.json"], "counts_field": "votes", "label_map": {"POS": "positive"}}
     with pytest.raises(InputError) as exc:
         generic.load(tmp_path, options, seed=0)
-    # the second record starts on line 9 of the indented array
-    assert exc.value.line == 9 and "'other'" in str(exc.value) and exc.value.field == "votes"
+    # indent=2: "[", record a on lines 2-9 ("votes" spans 5-8), record b opens on line 10
+    assert exc.value.line == 10 and "'other'" in str(exc.value) and exc.value.field == "votes"
     records[1]["votes"].pop("other")
     (tmp_path / "c.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
     a, b = generic.load(tmp_path, options, seed=0)

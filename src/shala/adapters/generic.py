@@ -127,7 +127,6 @@ KNOWN_OPTIONS = {
     "counts_field", "count_columns", "n_annotators_field", "text_fields", "multi_label_sep", "ambiguity",
     "subset_field", "keep_source_splits", "split_field", "file_type",
 }
-_MISSING = object()
 
 
 # ---------------------------------------------------------------- options
@@ -357,7 +356,7 @@ def iter_records(path: Path, file_type: str, required: Sequence[str] = ()) -> It
         yield key, line, rec
 
 
-def get_field(record: dict, name: str, *, path: Path, line: int, default: Any = _MISSING) -> Any:
+def get_field(record: dict, name: str, *, path: Path, line: int) -> Any:
     """``record[name]``, or a dotted path into nested objects (``text.context``).
 
     A literal key with dots wins over the nested reading.
@@ -366,9 +365,10 @@ def get_field(record: dict, name: str, *, path: Path, line: int, default: Any = 
         return record[name]
     head, dot, rest = name.partition(".")
     if dot and isinstance(record.get(head), dict):
-        return get_field(record[head], rest, path=path, line=line, default=default)
-    if default is not _MISSING:
-        return default
+        try:
+            return get_field(record[head], rest, path=path, line=line)
+        except InputError:
+            pass
     raise InputError("missing field", path=path, line=line, field=name)
 
 
