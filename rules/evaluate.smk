@@ -5,7 +5,8 @@ rule evaluate:
     input:
         f"{RES}/predictions/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.jsonl",
     output:
-        f"{RES}/metrics/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.json",
+        metrics=f"{RES}/metrics/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.json",
+        per_item=f"{RES}/metrics/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.items.csv",
     log:
         f"{RES}/logs/evaluate/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.log",
     params:
@@ -13,5 +14,5 @@ rule evaluate:
     conda:
         "../envs/shala.yaml"
     shell:
-        "shala evaluate --predictions {input} --out {output}"
+        "shala evaluate --predictions {input} --out {output.metrics} --items-out {output.per_item}"
         " --on-parse-failure {params.policy} > {log} 2>&1"

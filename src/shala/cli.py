@@ -64,7 +64,8 @@ def cmd_baseline(a) -> None:
 def cmd_evaluate(a) -> None:
     from .evaluate import run_evaluate
 
-    m = run_evaluate(Path(a.predictions), Path(a.out), on_parse_failure=a.on_parse_failure)
+    m = run_evaluate(Path(a.predictions), Path(a.out), on_parse_failure=a.on_parse_failure,
+                     items_out=Path(a.items_out) if a.items_out else None)
     o = m["overall"]
 
     def fmt(v):
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--on-parse-failure", choices=["uniform", "exclude"], default="uniform")
+    s.add_argument("--items-out", help="also write per-item scores (CSV) for paired tests and box plots")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("fetch-model", help="materialise the configured base model as a local directory")

@@ -43,7 +43,7 @@ import numpy as np
 from . import metrics as M
 from .errors import ConfigError, InputError
 from .items import ACTIVE_LEVELS, ENTROPY_LEVELS, validate_item
-from .jsonio import read_jsonl, write_json
+from .jsonio import read_jsonl, write_json, write_text
 from .parsing import parse_distribution
 
 POLICIES = ("uniform", "exclude")
@@ -198,14 +198,60 @@ def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "unifo
     }
 
 
-def run_evaluate(predictions: Path, out: Path, on_parse_failure: str = "uniform") -> dict[str, Any]:
+ITEM_COLUMNS = ("id", "subset", "ambiguity", "majority", "pred_label", "parsed", "scored", "jsd", "bc")
+
+
+def item_scores(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform") -> list[dict[str, Any]]:
+    """Per-item scores (for paired tests and box plots in the report).
+
+    Rows must already be validated (see :func:`evaluate_rows`). Failed
+    parses follow the same policy as the aggregate metrics: scored as the
+    uniform distribution, or ``scored`` False (and null scores) under
+    ``exclude``.
+    """
+    out = []
+    for r in rows:
+        labels = r["labels"]
+        C = len(labels)
+        res = parse_distribution(r["completion"], labels)
+        scored = res.ok or on_parse_failure == "uniform"
+        q = res.dist if res.ok else np.full(C, 1.0 / C)
+        p = np.asarray(r["dist"], dtype=np.float64)
+        out.append({
+            "id": r["id"], "subset": r["subset"], "ambiguity": r["ambiguity"], "majority": r["majority"],
+            "pred_label": labels[int(np.argmax(q))] if scored else None,
+            "parsed": bool(res.ok), "scored": bool(scored),
+            "jsd": float(M.jsd(p, q, base=2.0)) if scored else None,
+            "bc": float(M.bhattacharyya(p, q)) if scored else None,
+        })
+    return out
+
+
+def _items_csv(scores: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ITEM_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for s in scores:
+        w.writerow({k: ("" if s[k] is None else (f"{s[k]:.10g}" if isinstance(s[k], float) else s[k]))
+                    for k in ITEM_COLUMNS})
+    return buf.getvalue()
+
+
+def run_evaluate(predictions: Path, out: Path, on_parse_failure: str = "uniform",
+                 items_out: Path | None = None) -> dict[str, Any]:
     """Read a predictions file, score it, write the metrics JSON atomically.
 
     Every row is validated before anything is written, so a bad input leaves
-    no (and no partial) output file.
+    no (and no partial) output file. ``items_out`` also writes per-item
+    scores as CSV (columns :data:`ITEM_COLUMNS`).
     """
     located = read_located(predictions)
-    metrics = evaluate_rows([row for _, row in located], on_parse_failure,
-                            path=str(predictions), lines=[ln for ln, _ in located])
+    rows = [row for _, row in located]
+    metrics = evaluate_rows(rows, on_parse_failure, path=str(predictions), lines=[ln for ln, _ in located])
+    if items_out is not None:
+        write_text(items_out, _items_csv(item_scores(rows, on_parse_failure)))
     write_json(out, metrics)
     return metrics
