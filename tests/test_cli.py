@@ -1,0 +1,60 @@
+"""The `shala` command line: exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "shala", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def _row(i, completion):
+    return {"id": f"i{i}", "dataset": "d", "subset": None, "inputs": {"text": "t"}, "labels": ["a", "b"],
+            "counts": [1, 3], "dist": [0.25, 0.75], "n_annotators": 4, "majority": "b",
+            "entropy_norm": 0.811278, "n_active": 2, "ambiguity": "high", "split": "test",
+            "completion": completion}
+
+
+def test_help_lists_every_step():
+    r = _cli("--help")
+    for cmd in ("prepare", "fetch-data", "baseline", "evaluate", "fetch-model", "predict", "train", "sft", "report"):
+        assert cmd in r.stdout
+
+
+def test_evaluate_cli_round_trip_and_errors(tmp_path):
+    pred = tmp_path / "p.jsonl"
+    rows = [_row(0, '{"a": 0.25, "b": 0.75}'), _row(1, "no idea")]
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "m.json"
+    r = _cli("evaluate", "--predictions", str(pred), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    m = json.loads(out.read_text())
+    assert m["parse_failure_rate"] == 0.5 and m["on_parse_failure"] == "uniform"
+    assert "parse_failure_rate=0.5000" in r.stdout
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + '{"id": "x", \n')
+    out2 = tmp_path / "m2.json"
+    r = _cli("evaluate", "--predictions", str(bad), "--out", str(out2))
+    assert r.returncode == 2
+    assert f"{bad}:2: malformed JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out2.exists()
+
+    nocomp = tmp_path / "nocomp.jsonl"
+    row = _row(0, "x")
+    del row["completion"]
+    nocomp.write_text(json.dumps(row) + "\n")
+    r = _cli("evaluate", "--predictions", str(nocomp), "--out", str(out2))
+    assert r.returncode == 2 and "field 'completion'" in r.stderr and f"{nocomp}:1" in r.stderr
+
+
+def test_config_error_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("results: [1, 2\n")
+    r = _cli("predict", "--dataset", "chaosnli", "--data", ".", "--model", ".", "--out", "x",
+             "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2 and "invalid YAML" in r.stderr and str(cfg) in r.stderr

@@ -1,0 +1,90 @@
+"""The Snakemake workflow: schema validation, lint, and the job matrix (dry runs)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shala.config import load_config, validate
+from shala.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+
+
+def _smk(*args, cwd=ROOT):
+    return subprocess.run([SNAKEMAKE, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def _jobs(out: str) -> dict[str, int]:
+    table = out.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_all_configs_validate():
+    base = load_config([ROOT / "config.yaml"])
+    assert base["model"]["id"] == "Qwen/Qwen2.5-Omni-7B"
+    for overlay in ("demo.yaml", "byod.yaml"):
+        cfg = load_config([ROOT / "config.yaml", ROOT / "config" / overlay])
+        assert cfg["run_datasets"]
+
+
+def test_schema_errors_name_the_field():
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["training"]["grpo"]["scale_rewards"] = "items"
+    with pytest.raises(ConfigError, match=r"field 'training.grpo.scale_rewards'"):
+        validate(cfg)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["methods"]["new"] = {"trainer": "grpo"}  # a GRPO method needs a reward
+    with pytest.raises(ConfigError, match=r"field 'methods.new'.*'reward' is a required property"):
+        validate(cfg)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["run_methods"] = ["zs", "nope"]
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        validate(cfg)
+
+
+def test_lint_is_clean():
+    r = _smk("--lint")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations" in r.stdout + r.stderr
+
+
+def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
+    r = _smk("-n", "--config", f"results={tmp_path}/res")
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = _jobs(r.stdout)
+    # chaosnli + goemotions (MSP-Podcast needs a licensed source), 3 GRPO methods, 1 seed
+    assert jobs["train"] == 2 * 3
+    assert jobs["predict"] == 2 * 4          # zs + 3 trained, test split
+    assert jobs["reference_predictor"] == 4 + 3  # old_labels only for ChaosNLI
+    assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
+    assert "skipping msp_podcast" in r.stderr
+    for m in ("mls", "shala_no_ambi", "shala"):
+        for ds in ("chaosnli", "goemotions"):
+            assert f"{tmp_path}/res/models/{ds}/{m}/seed0/run.json" in r.stdout
+
+
+def test_seeds_and_msp_source_extend_the_matrix(tmp_path):
+    overlay = tmp_path / "more.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "results": str(tmp_path / "res"), "seeds": [0, 1, 2],
+        "datasets": {"msp_podcast": {"source": str(tmp_path / "msp")}}}))
+    r = _smk("-n", "--configfile", str(overlay))
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = _jobs(r.stdout)
+    assert jobs["train"] == 3 * 3 * 3
+    assert jobs["predict"] == 3 * (1 + 3 * 3)   # zs runs once (greedy, deterministic)
+    assert "fetch_data" in jobs and jobs["fetch_data"] == 2  # MSP is read in place
+
+
+def test_demo_profile_dry_run(tmp_path):
+    r = _smk("-n", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = _jobs(r.stdout)
+    assert jobs == {"base_model": 1, "fetch_data": 1, "prepare": 1, "warmup_sft": 1, "train": 3,
+                    "predict": 4, "reference_predictor": 3, "evaluate": 7, "report": 1, "all": 1, "total": 23}
