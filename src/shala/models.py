@@ -246,7 +246,12 @@ def _convert_gguf(package: str, gguf_file: str, out_dir: Path) -> Path:
         _relax_permissions(build)
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        os.replace(build, out_dir)
+        try:
+            os.replace(build, out_dir)
+        except OSError:
+            # Another process finished the same conversion first: keep its copy.
+            if not _is_converted(out_dir, package, gguf_file):
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if build.exists():
@@ -305,6 +310,14 @@ def _torch_dtype(dtype: str | None):
     return getattr(torch, dtype)
 
 
+def _looks_local(ref: str) -> bool:
+    """A path, not a hub id ``org/name``: exists, is absolute or relative
+    with ``.``, or has more than two components (a missing local model then
+    fails with 'not found' instead of a hub lookup)."""
+    p = Path(ref)
+    return p.exists() or p.is_absolute() or ref.startswith(".") or len(p.parts) > 2
+
+
 def load_model_and_tokenizer(ref: str | Path, *, dtype: str | None = "float32",
                              component: str | None = None, device: str | None = None,
                              for_training: bool = False):
@@ -317,19 +330,22 @@ def load_model_and_tokenizer(ref: str | Path, *, dtype: str | None = "float32",
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref_s = str(ref)
-    if Path(ref_s).exists():
+    if _looks_local(ref_s):
         check_local_model(ref_s)
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "use_safetensors": True}
-    tokenizer = AutoTokenizer.from_pretrained(ref_s)
-    if component in (None, "", "full"):
-        model = AutoModelForCausalLM.from_pretrained(ref_s, **kwargs)
-    elif component == "thinker":
-        # Untested here (needs the 7B hub model): the Omni checkpoint holds
-        # thinker + talker; the thinker alone is the text LLM we train.
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(ref_s, **kwargs)
-    else:
+    if component not in (None, "", "full", "thinker"):
         raise ConfigError(f"model.component must be null or 'thinker', not {component!r}")
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "use_safetensors": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref_s)
+        if component == "thinker":
+            # Untested here (needs the 7B hub model): the Omni checkpoint holds
+            # thinker + talker; the thinker alone is the text LLM we train.
+            from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+            model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(ref_s, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(ref_s, **kwargs)
+    except OSError as exc:
+        raise ShalaError(f"cannot load model {ref_s!r}: {exc}".splitlines()[0]) from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

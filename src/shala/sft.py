@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .jsonio import read_jsonl, write_json
-from .train import (RUN_RECORD, _jsonable, adapt_to_device, cuda_available, device_name,
+from .train import (RUN_RECORD, _jsonable, adapt_to_device, apply_threads, cuda_available, device_name,
                     library_versions, load_for_training, model_component)
 
 SFT_TARGET_DIGITS = 2
@@ -79,6 +79,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)
     settings, notes = adapt_to_device(sft_settings(config, max_steps))
+    apply_threads(config)
     set_seed(seed)
     args = make_sft_config(settings, out_dir, seed)
     try:

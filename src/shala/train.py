@@ -101,6 +101,17 @@ def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     return settings, notes
 
 
+def apply_threads(config: dict[str, Any]) -> int:
+    """Honour ``training.threads`` (CPU intra-op threads): on a shared CPU,
+    more threads than free cores makes torch spin and slows steps many-fold."""
+    import torch
+
+    threads = (config.get("training") or {}).get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
 def make_grpo_config(settings: dict[str, Any], out_dir: Path, seed: int):
     """Build the GRPOConfig; unknown keys are a config error, not a TypeError."""
     from trl import GRPOConfig
@@ -448,6 +459,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
     settings, notes = adapt_to_device(grpo_settings(config, method, max_steps))
+    apply_threads(config)
     set_seed(seed)
     args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
     train_ds = load_train_dataset(config, dataset, data_dir)
