@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import ConfigError, InputError
 from .evaluate import read_located
-from .items import validate_item
+from .items import subsample, validate_item
 from .jsonio import write_jsonl
 from .parsing import format_distribution
 
@@ -113,15 +113,14 @@ def prediction_rows(items: Sequence[dict[str, Any]], dists: Sequence[Sequence[fl
 def run_baseline(name: str, data_dir: Path, split: str, out: Path, source: Path | None = None,
                  limit: int | None = None) -> int:
     """Write ``out`` (predictions JSONL) for ``data_dir/{split}.jsonl``;
-    ``data_dir/train.jsonl`` supplies the prior. ``limit`` keeps the first N
-    items, as ``shala predict --limit`` does, so that a demo compares models
+    ``data_dir/train.jsonl`` supplies the prior. ``limit`` keeps a seeded
+    subset of N items, the same as ``shala predict --limit``, so that a demo compares models
     and references on the same items. Returns the number of rows."""
     if name not in REFERENCE_PREDICTORS:
         raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(REFERENCE_PREDICTORS)}")
     data_dir = Path(data_dir)
     items = _read_items(data_dir / f"{split}.jsonl")
-    if limit is not None:
-        items = items[:limit]
+    items = subsample(items, limit)
     train = _read_items(data_dir / "train.jsonl")
     rows = prediction_rows(items, REFERENCE_PREDICTORS[name](items, train, source))
     write_jsonl(out, rows)

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--out", required=True, help="predictions JSONL")
     s.add_argument("--source", help="raw files (old_labels reads ChaosNLI's original votes)")
-    s.add_argument("--limit", type=int, help="only the first N items (as predict --limit)")
+    s.add_argument("--limit", type=int, help="a seeded subset of N items (the same as predict --limit)")
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("evaluate", help="predictions JSONL -> metrics JSON")
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-new-tokens", type=int)
-    s.add_argument("--limit", type=int, help="only the first N items")
+    s.add_argument("--limit", type=int, help="a seeded subset of N items (demos)")
     _add_config(s)
     s.set_defaults(func=cmd_predict)
 

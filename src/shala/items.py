@@ -185,3 +185,16 @@ def validate_item(item: dict[str, Any], *, path: str, line: int) -> None:
         raise InputError("must have one value per label", path=path, line=line, field="dist")
     if item["majority"] not in labels:
         raise InputError(f"label {item['majority']!r} not in label set", path=path, line=line, field="majority")
+
+
+def subsample(items: list[dict[str, Any]], limit: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """A seeded random subset of ``limit`` items, kept in file order.
+
+    Used by ``--limit`` of ``predict`` and ``baseline`` (demos): taking the
+    first N would take only the first source file (e.g. SNLI, never MNLI).
+    Models and reference predictors get the same subset.
+    """
+    if limit is None or limit >= len(items):
+        return items
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+    return [items[i] for i in keep]

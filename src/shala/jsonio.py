@@ -35,12 +35,11 @@ def _mkstemp_beside(final: Path) -> Path:
     return Path(tmp)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file of objects; blank lines are skipped."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)``; blank lines are skipped."""
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path=path)
-    rows = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -52,8 +51,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                                  path=path, line=lineno) from None
             if not isinstance(obj, dict):
                 raise InputError("expected a JSON object", path=path, line=lineno)
-            rows.append(obj)
-    return rows
+            yield lineno, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of objects; blank lines are skipped."""
+    return [obj for _, obj in iter_jsonl(path)]
 
 
 def read_json(path: str | Path) -> Any:

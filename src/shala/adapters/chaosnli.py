@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..items import make_item
+from ..jsonio import iter_jsonl
 
 NAME = "chaosnli"
 AMBIGUITY = "entropy"
@@ -22,23 +23,12 @@ FILES = {"snli": "chaosNLI_snli.jsonl", "mnli": "chaosNLI_mnli_m.jsonl"}
 
 def iter_records(source: Path):
     """Yield ``(subset, path, line_number, record)`` for both source files."""
-    import json
-
     for subset, fname in FILES.items():
         path = Path(source) / fname
         if not path.is_file():
             raise InputError("source file not found", path=path)
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON ({exc.msg})", path=path, line=lineno) from None
-                if not isinstance(rec, dict):
-                    raise InputError("expected a JSON object", path=path, line=lineno)
-                yield subset, path, lineno, rec
+        for lineno, rec in iter_jsonl(path):
+            yield subset, path, lineno, rec
 
 
 def load(source: Path, options: dict[str, Any] | None = None, seed: int = 0) -> list[dict[str, Any]]:
