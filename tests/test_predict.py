@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shala.items import make_item
+from shala.items import make_item, subsample
 from shala.jsonio import read_jsonl, write_jsonl
 from shala.models import load_model_and_tokenizer
 from shala.predict import RUN_RECORD_KEYS, generate, run_predict
@@ -101,7 +101,9 @@ def test_run_predict_limit_and_overrides(tmp_path, data_dir, tiny_model_dir):
     rec = run_predict(CONFIG, "toy", data_dir, str(tiny_model_dir), "test", out,
                       limit=2, max_new_tokens=3, batch_size=8, progress=False)
     assert rec["n_items"] == 2 and rec["max_new_tokens"] == 3 and rec["batch_size"] == 8
-    assert len(read_jsonl(out)) == 2
+    # the same seeded subset as `shala baseline --limit`
+    expected = [it["id"] for it in subsample(read_jsonl(data_dir / "test.jsonl"), 2)]
+    assert [r["id"] for r in read_jsonl(out)] == expected
 
 
 def test_parsed_distribution_is_stored(tmp_path, data_dir, tiny_model_dir, monkeypatch):

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InputError
+from .items import subsample
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .parsing import parse_distribution
 from .prompts import render_messages
 
 log = logging.getLogger(__name__)
 
-RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "batch_size",
+RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "limit", "batch_size",
                    "max_new_tokens", "decoding", "parse_rate", "n_parsed", "seconds",
                    "items_per_s", "seed", "device", "dtype", "versions")
 
@@ -103,7 +104,9 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
 
     Each output line is the canonical item plus ``completion`` (raw text),
     ``pred_dist`` (parsed distribution in label order, or null) and
-    ``parse_error`` (null on success). A run record goes to
+    ``parse_error`` (null on success). ``limit`` keeps a seeded subset
+    (:func:`shala.items.subsample`, the same items ``shala baseline --limit``
+    keeps). A run record goes to
     ``out.with_suffix('.run.json')`` and is returned. Defaults for batch size
     and max_new_tokens come from ``config['evaluation']``.
     """
@@ -120,9 +123,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     batch_size = int(batch_size or evaluation.get("batch_size", 16))
     max_new_tokens = int(max_new_tokens or evaluation.get("max_new_tokens", 128))
     out = Path(out)
-    items = read_jsonl(Path(data_dir) / f"{split}.jsonl")
-    if limit is not None:
-        items = items[:limit]
+    items = subsample(read_jsonl(Path(data_dir) / f"{split}.jsonl"), limit)
     if not items:
         raise InputError(f"no items in split {split!r}", path=Path(data_dir) / f"{split}.jsonl")
     messages = [render_messages(it, prompt_cfg) for it in items]
@@ -153,7 +154,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     parse_rate = n_parsed / len(rows)
     record = {
         "model_ref": str(model_ref), "dataset": dataset, "split": split,
-        "predictions": str(out), "n_items": len(rows), "batch_size": batch_size,
+        "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "decoding": "greedy",
         "parse_rate": parse_rate, "n_parsed": n_parsed,
         "seconds": round(seconds, 3), "load_seconds": round(load_s, 3),
