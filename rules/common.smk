@@ -92,6 +92,12 @@ def warmup_enabled(method):
     return bool(m.get("warmup", config["training"].get("warmup_sft", {}).get("enabled", False)))
 
 
+def job_threads():
+    """Threads of a model job: training.threads when set (CPU runs, where two
+    single-threaded jobs beat one two-threaded job), else every core."""
+    return int(config["training"].get("threads") or workflow.cores)
+
+
 def gpus():
     return int(config["training"].get("gpus", 0))
 

@@ -14,14 +14,15 @@ rule predict:
         model=predict_model_ref,
         limit=limit_arg,
         config=CONFIG_FILE,
-    threads: workflow.cores
+    threads: job_threads()
     resources:
         gpu=min(gpus(), 1),
     conda:
         "../envs/shala.yaml"
     shell:
         "shala predict --dataset {wildcards.dataset} --data {params.data} --model {params.model}"
-        " --split {wildcards.split} --out {output} {params.limit} --config {params.config} > {log} 2>&1"
+        " --split {wildcards.split} --out {output} {params.limit} --threads {threads}"
+        " --config {params.config} > {log} 2>&1"
 
 
 rule reference_predictor:

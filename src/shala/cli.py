@@ -83,10 +83,21 @@ def cmd_fetch_model(a) -> None:
     print(path)
 
 
+def _set_threads(config, threads: int | None) -> None:
+    """CPU threads of this step (Snakemake passes the rule's `threads`):
+    two jobs each using every core oversubscribe the CPU and slow both."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        config.setdefault("training", {})["threads"] = threads
+
+
 def cmd_predict(a) -> None:
     from .predict import run_predict
 
     config = _load_config(a.config)
+    _set_threads(config, a.threads)
     rec = run_predict(config, a.dataset, Path(a.data), a.model, a.split, Path(a.out),
                       batch_size=a.batch_size, limit=a.limit, max_new_tokens=a.max_new_tokens)
     print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "parse_rate", "items_per_s")}))
@@ -96,17 +107,21 @@ def cmd_train(a) -> None:
     from .train import run_train
 
     config = _load_config(a.config)
+    _set_threads(config, a.threads)
     rec = run_train(config, a.dataset, a.method, a.seed, Path(a.data), a.model, Path(a.out),
                     max_steps=a.max_steps, init_from=Path(a.init_from) if a.init_from else None)
-    print(json.dumps({k: rec.get(k) for k in ("method", "dataset", "seed", "global_step", "total_seconds")}))
+    print(json.dumps({k: rec.get(k) for k in ("method", "dataset", "seed", "global_step")}
+                     | {"total_seconds": rec.get("timing", {}).get("total_seconds")}))
 
 
 def cmd_sft(a) -> None:
     from .sft import run_sft
 
     config = _load_config(a.config)
+    _set_threads(config, a.threads)
     rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.model, Path(a.out), max_steps=a.max_steps)
-    print(json.dumps({k: rec.get(k) for k in ("dataset", "seed", "global_step", "total_seconds")}))
+    print(json.dumps({k: rec.get(k) for k in ("dataset", "seed", "global_step")}
+                     | {"total_seconds": rec.get("timing", {}).get("total_seconds")}))
 
 
 def cmd_report(a) -> None:
@@ -168,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-new-tokens", type=int)
     s.add_argument("--limit", type=int, help="a seeded subset of N items (demos)")
+    s.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     _add_config(s)
     s.set_defaults(func=cmd_predict)
 
@@ -180,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--max-steps", type=int)
     s.add_argument("--init-from", help="start from this (warm-up) checkpoint directory")
+    s.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
     _add_config(s)
     s.set_defaults(func=cmd_train)
 
@@ -190,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--max-steps", type=int)
+    s.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
     _add_config(s)
     s.set_defaults(func=cmd_sft)
 

@@ -78,8 +78,9 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)
-    settings, notes = adapt_to_device(sft_settings(config, max_steps))
-    apply_threads(config)
+    requested = sft_settings(config, max_steps)
+    settings, notes = adapt_to_device(requested)
+    threads = apply_threads(config)
     set_seed(seed)
     args = make_sft_config(settings, out_dir, seed)
     try:
@@ -104,15 +105,16 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
         "target_digits": SFT_TARGET_DIGITS,
         "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
-                       "requested": _jsonable(settings)},
-        "notes": notes, "global_step": steps, "device": device_name(), "versions": library_versions(),
+                       "requested": _jsonable(requested)},
+        "notes": notes, "global_step": steps, "device": device_name(), "torch_threads": threads,
+        "world_size": args.world_size, "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                    "seconds_per_step": train_seconds / steps if steps else None},
         "final_metrics": {"loss_first": losses[0] if losses else None,
                           "loss_last": losses[-1] if losses else None,
                           "log_history": _jsonable_list(trainer.state.log_history)},
     }
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # save_model above runs on every process (ZeRO-3 gather)
         tokenizer.save_pretrained(str(out_dir))
         write_json(out_dir / RUN_RECORD, record)
     return record

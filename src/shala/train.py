@@ -62,7 +62,8 @@ def method_spec(config: dict[str, Any], method: str, trainer: str = "grpo") -> d
     try:
         spec = config["methods"][method]
     except KeyError:
-        raise ConfigError(f"unknown method {method!r}; known: {', '.join(config.get('methods', {}))}") from None
+        known = ", ".join(config.get("methods", {}))
+        raise ConfigError(f"unknown method {method!r}; known: {known}") from None
     if spec.get("trainer") != trainer:
         raise ConfigError(f"method {method!r} has trainer {spec.get('trainer')!r}, not {trainer!r}")
     return spec
@@ -210,11 +211,13 @@ class RecordingReward:
 
     TRL calls the reward once per generation batch (per optimizer step with
     the default ``steps_per_generation = gradient_accumulation_steps``) on
-    this process's completions, in whole groups of ``num_generations``
-    consecutive completions (RepeatSampler), so the zero-spread fraction is
-    exact on one process; with several processes it describes this
-    process's share. Parse rate and zero-spread fraction also go to TRL's
-    own logs through its ``log_metric`` hook (averaged over processes).
+    this process's completions; TRL's RepeatSampler puts the
+    ``num_generations`` rollouts of a prompt next to each other, so the
+    zero-spread fraction is exact on one process, and on several when
+    ``per_device_train_batch_size`` is a multiple of ``num_generations``
+    (the paper's 4 and 4); it then describes this process's share. Parse
+    rate and zero-spread fraction also go to TRL's own logs through its
+    ``log_metric`` hook (averaged over processes).
     """
 
     def __init__(self, fn: Callable[..., list[float]], num_generations: int):
@@ -230,7 +233,9 @@ class RecordingReward:
         rewards = [float(r) for r in self.fn(prompts=prompts, completions=completions, **kwargs)]
         labels = kwargs.get("labels") or [[]] * len(completions)
         parsed = [parse_distribution(completion_text(c), lab).ok for c, lab in zip(completions, labels)]
+        ent = kwargs.get("entropy_norm") or []
         stats = {"n": len(rewards), "reward_sum": sum(rewards), "parsed": sum(parsed),
+                 "entropy_sum": float(sum(ent)) if len(ent) == len(rewards) else None,
                  "zero_spread": zero_spread_fraction(rewards, self.num_generations),
                  "reward_min": min(rewards, default=None), "reward_max": max(rewards, default=None)}
         self.pending.append(stats)
@@ -248,7 +253,11 @@ class RecordingReward:
         if not n:
             return None
         zs = [c["zero_spread"] for c in calls if c["zero_spread"] is not None]
+        ent = [c["entropy_sum"] for c in calls]
         return {"reward_mean": sum(c["reward_sum"] for c in calls) / n,
+                # mean H~(p) of the step's rollouts: per-step rewards of
+                # `shala` scale with it, so read reward trends against it
+                "entropy_norm_mean": sum(ent) / n if None not in ent else None,
                 "parse_rate": sum(c["parsed"] for c in calls) / n,
                 "zero_spread_frac": sum(zs) / len(zs) if zs else None,
                 "reward_min": min(c["reward_min"] for c in calls),
@@ -423,14 +432,16 @@ def device_name() -> str:
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         return f"cuda x{n} ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
-def config_record(args, settings: dict[str, Any]) -> dict[str, Any]:
-    """All GRPOConfig fields as used (JSON-safe); §5 fields checked against it."""
+def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
+    """All GRPOConfig fields as used (JSON-safe), the §5 fields apart, and
+    what config asked for (before device adaptation, e.g. bf16)."""
     full = _jsonable(args.to_dict())
     return {"recorded": {f: full.get(f) for f in RECORDED_FIELDS}, "full": full,
-            "requested": _jsonable(settings)}
+            "requested": _jsonable(requested)}
 
 
 def save_final(trainer, tokenizer, out_dir: Path) -> None:
@@ -458,10 +469,12 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
-    settings, notes = adapt_to_device(grpo_settings(config, method, max_steps))
-    apply_threads(config)
+    requested = grpo_settings(config, method, max_steps)
+    settings, notes = adapt_to_device(requested)
+    threads = apply_threads(config)
     set_seed(seed)
     args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
+    main_process = args.process_index == 0
     train_ds = load_train_dataset(config, dataset, data_dir)
     component = None if init_from else model_component(config, model_ref)
     model, tokenizer = load_for_training(init_from or model_ref, component=component)
@@ -470,13 +483,14 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     log_path = out_dir / TRAIN_LOG
     ckpt = last_checkpoint(out_dir)
     resume_step = checkpoint_step(ckpt) if ckpt else None
-    prepare_log(log_path, resume_step)
+    if main_process:
+        prepare_log(log_path, resume_step)
+        event = ({"event": "resume", "checkpoint": ckpt.name, "from_step": resume_step} if ckpt
+                 else {"event": "start"})
+        append_log(log_path, {**event, "step": resume_step or 0, "method": method, "seed": seed})
     step_log = _step_log_callback(reward, log_path)
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                           processing_class=tokenizer, callbacks=[step_log])
-    if trainer.is_world_process_zero():
-        event = {"event": "resume", "checkpoint": ckpt.name, "from_step": resume_step} if ckpt else {"event": "start"}
-        append_log(log_path, {**event, "step": resume_step or 0, "method": method, "seed": seed})
 
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -488,16 +502,17 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
         "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
-        "grpo_config": config_record(args, settings), "notes": notes,
+        "grpo_config": config_record(args, requested), "notes": notes,
         "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,
-        "device": device_name(), "versions": library_versions(),
+        "device": device_name(), "torch_threads": threads, "world_size": args.world_size,
+        "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                    "seconds_per_step": train_seconds / steps_run if steps_run else None,
                    "step_seconds": step_log.step_seconds},
-        "final_metrics": reward_summary(log_path),
+        "final_metrics": {},
     }
-    if trainer.is_world_process_zero():
+    if main_process:
         append_log(log_path, {"event": "end", "step": trainer.state.global_step})
         record["final_metrics"] = reward_summary(log_path)
         write_json(out_dir / RUN_RECORD, record)
