@@ -39,16 +39,16 @@ CONFIG_FILE = _effective_config_file()
 
 
 
-def _available(ds):
+def _warn_unavailable(ds):
     d = config["datasets"][ds]
     if d["adapter"] == "msp_podcast" and not d.get("source"):
-        print(f"shala: skipping {ds}: set datasets.{ds}.source to your licensed copy",
-              file=sys.stderr)
-        return False
-    return True
+        print(f"shala: {ds} is licensed: its jobs fail until datasets.{ds}.source names your "
+              f"copy (or drop it from run_datasets)", file=sys.stderr)
 
 
-DATASETS = [ds for ds in config["run_datasets"] if _available(ds)]
+DATASETS = config["run_datasets"]
+for _ds in DATASETS:
+    _warn_unavailable(_ds)
 METHODS = config["run_methods"]
 
 

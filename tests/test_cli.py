@@ -58,3 +58,34 @@ def test_config_error_is_one_line(tmp_path):
     r = _cli("predict", "--dataset", "chaosnli", "--data", ".", "--model", ".", "--out", "x",
              "--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 2 and "invalid YAML" in r.stderr and str(cfg) in r.stderr
+
+
+def test_fetch_data_msp_without_source_names_the_field(tmp_path):
+    r = _cli("fetch-data", "msp_podcast", "--out", str(tmp_path / "raw"), "--config", str(ROOT / "config.yaml"))
+    assert r.returncode == 2
+    assert "datasets.msp_podcast.source: MSP-Podcast is licensed" in r.stderr
+    assert not (tmp_path / "raw").exists()
+
+
+def test_fetch_data_from_mirror_checks_sha256(tmp_path):
+    import yaml
+
+    mirror = tmp_path / "mirror" / "chaosnli"
+    mirror.mkdir(parents=True)
+    src = ROOT.parent / "shared" / "data" / "chaosnli"
+    for f in ("chaosNLI_snli.jsonl", "chaosNLI_mnli_m.jsonl"):
+        (mirror / f).write_bytes((src / f).read_bytes())
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump({"data_mirror": str(tmp_path / "mirror")}))
+    out = tmp_path / "raw"
+    r = _cli("fetch-data", "chaosnli", "--out", str(out), "--config", str(ROOT / "config.yaml"),
+             "--config", str(overlay))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["sha256"]["chaosNLI_snli.jsonl"].startswith("99f9015d")
+    with (mirror / "chaosNLI_snli.jsonl").open("a") as fh:  # corrupt the mirror
+        fh.write("\n")
+    r = _cli("fetch-data", "chaosnli", "--out", str(tmp_path / "raw2"), "--config", str(ROOT / "config.yaml"),
+             "--config", str(overlay))
+    assert r.returncode == 2 and "sha256 mismatch" in r.stderr and "chaosNLI_snli.jsonl" in r.stderr
+    assert not (tmp_path / "raw2").exists()

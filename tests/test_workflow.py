@@ -58,15 +58,18 @@ def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
     r = _smk("-n", "--config", f"results={tmp_path}/res")
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
-    # chaosnli + goemotions (MSP-Podcast needs a licensed source), 3 GRPO methods, 1 seed
-    assert jobs["train"] == 2 * 3
-    assert jobs["predict"] == 2 * 4          # zs + 3 trained, test split
-    assert jobs["reference_predictor"] == 4 + 3  # old_labels only for ChaosNLI
+    # 3 datasets x 3 GRPO methods x 1 seed
+    assert jobs["train"] == 3 * 3
+    assert jobs["predict"] == 3 * 4          # zs + 3 trained, test split
+    assert jobs["reference_predictor"] == 4 + 3 + 3  # old_labels only for ChaosNLI
     assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
-    assert "skipping msp_podcast" in r.stderr
+    assert jobs["fetch_data"] == 3 and jobs["prepare"] == 3
+    # MSP-Podcast is licensed: listed, with a warning that it needs a source
+    assert "msp_podcast is licensed" in r.stderr
     for m in ("mls", "shala_no_ambi", "shala"):
-        for ds in ("chaosnli", "goemotions"):
+        for ds in ("chaosnli", "goemotions", "msp_podcast"):
             assert f"{tmp_path}/res/models/{ds}/{m}/seed0/run.json" in r.stdout
+            assert f"{tmp_path}/res/metrics/{ds}/{m}/seed0/test.json" in r.stdout
 
 
 def test_seeds_and_msp_source_extend_the_matrix(tmp_path):

@@ -84,6 +84,10 @@ def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[st
         raise ConfigError(f"unknown dataset {dataset!r}")
     if dcfg.get("source"):
         raise ConfigError(f"datasets.{dataset}.source is set: prepare reads {dcfg['source']} in place")
+    if dcfg["adapter"] == "msp_podcast":
+        raise ConfigError(f"datasets.{dataset}.source: MSP-Podcast is licensed and cannot be downloaded; "
+                          "set it to your local copy (v1.12 layout), or drop "
+                          f"{dataset} from run_datasets")
     dl = dcfg.get("download") or {}
     files = dl.get("files", [])
     out.parent.mkdir(parents=True, exist_ok=True)
