@@ -258,3 +258,36 @@ def test_js_e_relation():
     # jsd_e is the natural-log distance: each item's value is the base-2 one
     # times sqrt(ln 2), so the means are too (a base mix-up breaks this)
     assert res["overall"]["jsd_e"] == pytest.approx(res["overall"]["jsd"] * math.sqrt(math.log(2)))
+
+
+def test_minimal_rows_from_outside_the_pipeline(tmp_path):
+    """Only labels, dist and completion are needed; dist rounding is tolerated."""
+    import json as _json
+
+    from scipy.spatial.distance import jensenshannon
+
+    from shala.evaluate import run_evaluate
+
+    rows = [{"labels": ["x", "y", "z"], "dist": [0.333, 0.333, 0.333], "completion": '{"x": 1}'},
+            {"labels": ["x", "y", "z"], "dist": [0.5, 0.5, 0.0], "completion": '{"y": 0.5, "z": 0.5}'}]
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    m = run_evaluate(f, tmp_path / "m.json")
+    expected = np.mean([jensenshannon([1 / 3] * 3, [1, 0, 0], base=2),
+                        jensenshannon([0.5, 0.5, 0], [0, 0.5, 0.5], base=2)])
+    assert m["overall"]["jsd"] == pytest.approx(expected, abs=1e-12)
+    assert m["by_subset"] == {} and m["by_ambiguity"] == {}
+    assert m["per_class"]["x"]["support"] == 2  # ties -> first class
+
+
+def test_dist_far_from_one_is_an_error(tmp_path):
+    import json as _json
+
+    from shala.errors import InputError
+    from shala.evaluate import run_evaluate
+
+    f = tmp_path / "p.jsonl"
+    f.write_text(_json.dumps({"labels": ["x", "y"], "dist": [0.5, 0.4], "completion": "{}"}) + "\n")
+    with pytest.raises(InputError, match=r"p.jsonl:1: field 'dist'"):
+        run_evaluate(f, tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import metrics as M
 from .errors import ConfigError, InputError
-from .items import ACTIVE_LEVELS, ENTROPY_LEVELS, validate_item
+from .items import ACTIVE_LEVELS, ENTROPY_LEVELS
 from .jsonio import read_jsonl, write_json, write_text
 from .parsing import parse_distribution
 
@@ -50,7 +50,7 @@ POLICIES = ("uniform", "exclude")
 JS_BASE = 2
 METRIC_KEYS = ("n", "n_scored", "parse_failure_rate", "mean_sum_error", "jsd", "jsd_e", "bc", "kl",
                "tvd", "accuracy", "macro_f1", "weighted_f1", "soft_accuracy", "soft_micro_f1")
-_DIST_TOL = 1e-6
+_DIST_TOL = 1e-3
 
 
 def read_located(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
@@ -63,29 +63,51 @@ def read_located(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     return list(zip(lines, rows))
 
 
-def _check_dist(dist: list, *, path: str, line: int) -> None:
+def _check_dist(dist: Any, n_labels: int, *, path: str, line: int) -> None:
+    if not isinstance(dist, list) or len(dist) != n_labels:
+        raise InputError("must be a list with one value per label", path=path, line=line, field="dist")
     ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
              for x in dist)
     if not ok or abs(sum(dist) - 1.0) > _DIST_TOL:
-        raise InputError("must be non-negative numbers summing to 1", path=path, line=line, field="dist")
+        raise InputError(f"must be non-negative numbers summing to 1 (within {_DIST_TOL})",
+                         path=path, line=line, field="dist")
+
+
+# Fields evaluation needs; the other canonical fields are optional here so a
+# researcher can score predictions made outside this pipeline.
+REQUIRED_FIELDS = ("labels", "dist", "completion")
 
 
 def validate_rows(rows: Sequence[dict[str, Any]], *, path: str = "<predictions>",
                   lines: Sequence[int] | None = None) -> list[str]:
-    """Check every row before any scoring; return the shared label list."""
+    """Check every row before any scoring; return the shared label list.
+
+    Only ``labels``, ``dist`` and ``completion`` are required. Missing
+    optional fields get defaults in place: ``id`` = the line number,
+    ``subset`` and ``ambiguity`` = null (the row then counts in ``overall``
+    only), ``majority`` = argmax of ``dist``. ``dist`` is renormalised (it
+    may carry rounding, e.g. three times 0.333).
+    """
     if not rows:
         raise InputError("no predictions to evaluate", path=path)
     lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
     labels = None
     for row, line in zip(rows, lines):
-        validate_item(row, path=path, line=line)
-        _check_dist(row["dist"], path=path, line=line)
-        if row["subset"] is not None and not isinstance(row["subset"], str):
-            raise InputError("must be a string or null", path=path, line=line, field="subset")
-        if not isinstance(row["ambiguity"], str):
-            raise InputError("must be a string", path=path, line=line, field="ambiguity")
-        if "completion" not in row:
-            raise InputError("missing field", path=path, line=line, field="completion")
+        for key in REQUIRED_FIELDS:
+            if key not in row:
+                raise InputError("missing field", path=path, line=line, field=key)
+        if not isinstance(row["labels"], list) or len(row["labels"]) < 2 or \
+                not all(isinstance(x, str) for x in row["labels"]):
+            raise InputError("need a list of at least two class names", path=path, line=line, field="labels")
+        _check_dist(row["dist"], len(row["labels"]), path=path, line=line)
+        total = float(sum(row["dist"]))
+        row["dist"] = [float(x) / total for x in row["dist"]]
+        row.setdefault("id", str(line))
+        for key in ("subset", "ambiguity"):
+            row.setdefault(key, None)
+            if row[key] is not None and not isinstance(row[key], str):
+                raise InputError("must be a string or null", path=path, line=line, field=key)
+        row.setdefault("majority", row["labels"][int(np.argmax(row["dist"]))])
         if not isinstance(row["completion"], str):
             raise InputError("must be a string", path=path, line=line, field="completion")
         if labels is None:
@@ -184,7 +206,7 @@ def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "unifo
         return np.array([r[key] == value for r in rows], dtype=bool)
 
     subset_names = sorted({r["subset"] for r in rows if r["subset"] is not None})
-    levels = level_order({r["ambiguity"] for r in rows})
+    levels = level_order({r["ambiguity"] for r in rows if r["ambiguity"] is not None})
     overall = block(np.ones(len(rows), dtype=bool))
     return {
         "n": overall["n"],
