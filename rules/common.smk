@@ -77,7 +77,9 @@ def base_model():
     """A local directory the workflow builds (pypi_gguf), a local path, or a hub id."""
     m = config["model"]
     if m["source"] == "pypi_gguf":
-        return f"{RES}/models/base/{m.get('name', 'smollm2')}"
+        # the same name as shala.models.base_model_name: model.name, else the GGUF stem
+        name = m.get("name") or Path(m.get("gguf_file", "SmolLM2-135M-Instruct.Q4_1.gguf")).stem
+        return f"{RES}/models/base/{name}"
     if m["source"] == "local":
         return m["path"]
     return m["id"]

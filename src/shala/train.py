@@ -392,23 +392,11 @@ def load_for_training(ref: str | Path, component: str | None = None):
     """Model (float32, as TRL itself loads string models) and tokenizer.
 
     float32 master weights matter: at lr 1e-6 bf16 weights would swallow
-    the updates. Under DeepSpeed bf16 the engine casts. Uses
-    :func:`shala.models.load_model_and_tokenizer` when available.
+    the updates. Under DeepSpeed bf16 the engine casts.
     """
-    try:
-        from .models import load_model_and_tokenizer
-    except ImportError:
-        load_model_and_tokenizer = None
-    if load_model_and_tokenizer is not None:
-        return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .models import load_model_and_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(ref), dtype=torch.float32, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(str(ref))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
+    return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True)
 
 
 def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
