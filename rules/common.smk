@@ -91,6 +91,8 @@ def base_model_input():
 
 def warmup_enabled(method):
     m = config["methods"][method]
+    if m["trainer"] != "grpo":
+        return False
     return bool(m.get("warmup", config["training"].get("warmup_sft", {}).get("enabled", False)))
 
 
@@ -113,15 +115,20 @@ def launcher():
     return "shala"
 
 
+# The warm-up's folder is not a method name (the `method` wildcard only
+# matches configured methods), so its run.json matches rule warmup_sft alone.
+WARMUP = "warmup_sft"
+
+
 def warmup_input(w):
     if warmup_enabled(w.method):
-        return f"{RES}/models/{w.dataset}/sft/seed{w.seed}/run.json"
+        return f"{RES}/models/{w.dataset}/{WARMUP}/seed{w.seed}/run.json"
     return []
 
 
 def init_from_arg(w):
     if warmup_enabled(w.method):
-        return f"--init-from {RES}/models/{w.dataset}/sft/seed{w.seed}"
+        return f"--init-from {RES}/models/{w.dataset}/{WARMUP}/seed{w.seed}"
     return ""
 
 
@@ -142,12 +149,6 @@ def limit_arg(w):
     return f"--limit {lim}" if lim else ""
 
 
-def all_metrics(wildcards):
-    """Metrics JSON files and their per-item scores (box plots, paired tests)."""
-    files = [p for p in final_outputs() if "/metrics/" in p]
-    return files + [p[: -len(".json")] + ".items.csv" for p in files]
-
-
 def final_outputs():
     out = []
     for ds in DATASETS:
@@ -163,9 +164,51 @@ def final_outputs():
     return out
 
 
+# ---------------------------------------------------------------- report
+from shala.report import OUTPUTS as REPORT_OUTPUTS
+
+# the split of the tables (test when evaluated, else the first evaluated split)
+REPORT_SPLIT = "test" if "test" in SPLITS else SPLITS[0]
+
+
+def report_metrics(wildcards=None):
+    """Metrics JSON of every method and reference predictor of the report's split."""
+    out = []
+    for ds in DATASETS:
+        for m in METHODS:
+            out += [f"{RES}/metrics/{ds}/{m}/seed{s}/{REPORT_SPLIT}.json" for s in method_seeds(m)]
+        for ref in REFERENCE:
+            if ref == "old_labels" and config["datasets"][ds]["adapter"] != "chaosnli":
+                continue
+            out.append(f"{RES}/metrics/{ds}/ref_{ref}/seed{config['split_seed']}/{REPORT_SPLIT}.json")
+    return out
+
+
+def report_items(wildcards=None):
+    """The per-item scores beside each metrics file (intervals, paired tests, box plots)."""
+    return [p[: -len(".json")] + ".items.csv" for p in report_metrics()]
+
+
+def report_runs(wildcards=None):
+    """Run records of the trained methods (their train_log.jsonl lies beside each)."""
+    return [f"{RES}/models/{ds}/{m}/seed{s}/run.json"
+            for ds in DATASETS for m in METHODS if is_trained(m) for s in method_seeds(m)]
+
+
+def report_config_file():
+    """Only the config values the report reads, in a content-addressed file:
+    an edit elsewhere in config does not rerun the report."""
+    text = yaml.safe_dump({"run_methods": METHODS, "report": config.get("report", {})}, sort_keys=True)
+    path = Path(RES) / ".config" / f"report-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(path)
+
+
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
-    method="(?!ref_)[A-Za-z0-9_]+",
+    method="|".join(sorted(config["methods"], key=len, reverse=True)),
     seed=r"\d+",
     split="train|validation|test",
     predictor="uniform|prior|majority|old_labels",

@@ -1,27 +1,22 @@
-# Stage 6: tables and figures from the metrics alone (SPEC §7).
+# Stage 6: tables, paired tests, claims and figures from the metrics and the
+# training logs alone (SPEC §7). The report reads exactly the files listed here.
 
 
 rule report:
     input:
-        all_metrics,
+        metrics=report_metrics(),
+        per_item=report_items(),
+        runs=report_runs(),
     output:
-        expand(
-            f"{RES}/reports/{{name}}",
-            name=[
-                "table1.md", "table1.csv", "table1.tex", "metrics_long.csv",
-                "significance.csv", "significance.md", "table2.csv", "table2.md", "table2.tex",
-                "fig_ambiguity.png", "fig_ambiguity.pdf", "fig_per_class.png", "fig_per_class.pdf",
-                "report.md",
-            ],
-        ),
+        expand(f"{RES}/reports/{{name}}", name=REPORT_OUTPUTS),
     log:
         f"{RES}/logs/report.log",
     params:
-        metrics=f"{RES}/metrics",
         out=lambda w, output: os.path.dirname(output[0]),
-        config=CONFIG_FILE,
+        split=REPORT_SPLIT,
+        config=report_config_file(),
     conda:
         "../envs/shala.yaml"
     shell:
-        "shala report --metrics {params.metrics} --out {params.out}"
-        " --config {params.config} > {log} 2>&1"
+        "shala report --metrics {input.metrics} --runs {input.runs} --split {params.split}"
+        " --out {params.out} --config {params.config} > {log} 2>&1"

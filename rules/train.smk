@@ -6,7 +6,7 @@ rule warmup_sft:
         train=f"{RES}/data/{{dataset}}/train.jsonl",
         model=base_model_input(),
     output:
-        f"{RES}/models/{{dataset}}/sft/seed{{seed}}/run.json",
+        f"{RES}/models/{{dataset}}/{WARMUP}/seed{{seed}}/run.json",
     log:
         f"{RES}/logs/warmup_sft/{{dataset}}/seed{{seed}}.log",
     params:

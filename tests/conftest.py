@@ -1,13 +1,58 @@
-"""Shared test fixtures: a tiny local chat model (no downloads, ever)."""
+"""Shared test fixtures: a tiny local chat model (no downloads, ever), and
+the development data beside the repository (``../shared/data``).
+
+Tests that read ``../shared/data`` skip, with a reason that says so, where it
+is absent (a clean clone). Use the path and the marker from here, so that
+``SHALA_SHARED_DATA=/elsewhere`` (or ``/nonexistent``, to check the skips)
+points every such test at one folder::
+
+    from conftest import SHARED_DATA, needs_shared_data
+
+    @needs_shared_data("chaosnli")          # skip unless ../shared/data/chaosnli exists
+    def test_x(): ...
+
+    def test_y(shared_data): ...            # fixture: the folder, or skip
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+#: ../shared/data (development data beside the repository); $SHALA_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("SHALA_SHARED_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA_REASON = "../shared/data not found (development data beside the repository)"
+
+
+def shared_data_missing(*parts: str) -> str | None:
+    """Why a test needing ``SHARED_DATA/parts`` must skip, or None if it is there."""
+    if not SHARED_DATA.is_dir():
+        return f"{SHARED_DATA_REASON}: {SHARED_DATA}"
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        return f"{SHARED_DATA_REASON}: {path} missing"
+    return None
+
+
+def needs_shared_data(*parts: str) -> pytest.MarkDecorator:
+    """A skipif marker: skip unless ``../shared/data/<parts>`` exists."""
+    why = shared_data_missing(*parts)
+    return pytest.mark.skipif(why is not None, reason=why or "")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The ``../shared/data`` folder; skips the test where it is absent."""
+    why = shared_data_missing()
+    if why:
+        pytest.skip(why)
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA, needs_shared_data
 from shala.adapters import generic
 from shala.errors import ConfigError, InputError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "lewidi2023").is_dir(), reason="../shared/data not available")
+DATA = SHARED_DATA
+needs_data = needs_shared_data("lewidi2023")
 
 # The config snippets of the generic adapter's docstring.
 HS_BREXIT = {

@@ -7,14 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA, needs_shared_data
 from shala.adapters import msp_podcast
 from shala.errors import ConfigError, InputError
 
-WHISER = Path(__file__).resolve().parents[2] / "shared" / "data" / "whiser" / "Labels"
+WHISER = SHARED_DATA / "whiser" / "Labels"
 LABELS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 MSP = ["Angry", "Contempt", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
 
-needs_whiser = pytest.mark.skipif(not WHISER.is_dir(), reason="../shared/data/whiser not available")
+needs_whiser = needs_shared_data("whiser", "Labels")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA, needs_shared_data
 from shala.baselines import REFERENCE_PREDICTORS, run_baseline
 from shala.errors import ConfigError, InputError
 from shala.evaluate import run_evaluate
 from shala.items import make_item
 from shala.parsing import parse_distribution
 
-CHAOSNLI = Path(__file__).resolve().parents[2] / "shared" / "data" / "chaosnli"  # ../shared/data
+CHAOSNLI = SHARED_DATA / "chaosnli"  # ../shared/data
 NLI = ["entailment", "neutral", "contradiction"]
 
 
@@ -97,8 +98,7 @@ def test_old_labels_rejects_other_datasets(data_dir, tmp_path):
 
 # ----- old_labels on the real ChaosNLI -------------------------------------------
 
-needs_chaosnli = pytest.mark.skipif(not (CHAOSNLI / "chaosNLI_snli.jsonl").is_file(),
-                                    reason="ChaosNLI not in shared/data")
+needs_chaosnli = needs_shared_data("chaosnli", "chaosNLI_snli.jsonl")
 
 
 @needs_chaosnli

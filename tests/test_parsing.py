@@ -1,5 +1,6 @@
 """Parser (SPEC §4): never raises, returns a valid distribution or None."""
 
+import json
 import math
 
 import numpy as np
@@ -102,3 +103,117 @@ def test_format_distribution_round_trips_and_sums_to_one():
     r = parse_distribution(text, LABELS)
     assert r.sum_error == pytest.approx(0.0, abs=1e-9)
     assert list(__import__("json").loads(text)) == LABELS
+
+
+# --- bounded work on long or adversarial completions -------------------------
+
+ANSWER = '{"entailment": 0.2, "neutral": 0.5, "contradiction": 0.3}'
+
+
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """Count ``raw_decode`` calls, the parser's unit of work."""
+    import json
+
+    from shala import parsing
+
+    calls = []
+
+    class Counting(json.JSONDecoder):
+        def raw_decode(self, s, idx=0):
+            calls.append(idx)
+            return super().raw_decode(s, idx)
+
+    monkeypatch.setattr(parsing, "_DECODER", Counting())
+    return calls
+
+
+@pytest.mark.parametrize("text", [
+    "{" * 200_000,
+    "{" * 200_000 + "}",
+    '{"a":' * 100_000 + "}",
+    '{"a":"' * 100_000 + "}",
+    '{"a":' + "[" * 200_000 + "}",
+    '{"a": 1}' * 100_000,
+])
+def test_adversarial_input_fails_with_bounded_work(text, decode_calls):
+    from shala.parsing import MAX_OBJECT_STARTS
+
+    r = parse_distribution(text, LABELS)
+    assert r.dist is None and r.error
+    assert len(decode_calls) <= MAX_OBJECT_STARTS
+
+
+@pytest.mark.parametrize("filler", ["x", "{", "}", '{"a": 1} ', "\u00e9{\"", " "])
+def test_answer_at_end_of_1mb_is_found_with_bounded_work(filler, decode_calls):
+    from shala.parsing import MAX_OBJECT_STARTS
+
+    text = filler * (1_000_000 // len(filler)) + ANSWER
+    r = parse_distribution(text, LABELS)
+    np.testing.assert_allclose(r.dist, [0.2, 0.5, 0.3])
+    assert len(decode_calls) <= MAX_OBJECT_STARTS
+
+
+def test_answer_followed_by_long_text_without_braces_is_found(decode_calls):
+    r = parse_distribution("Reasoning... " + ANSWER + " and some rambling." * 50_000, LABELS)
+    np.testing.assert_allclose(r.dist, [0.2, 0.5, 0.3])
+    assert len(decode_calls) == 1
+
+
+def test_answer_before_a_window_of_text_is_out_of_reach():
+    # Documented limits: only the last MAX_SCAN_CHARS up to the last '}' are
+    # read, and only the last MAX_OBJECT_STARTS '{' in them are tried.
+    from shala.parsing import MAX_OBJECT_STARTS, MAX_SCAN_CHARS
+
+    assert parse_distribution(ANSWER + " " * MAX_SCAN_CHARS + "{}", LABELS).dist is None
+    assert parse_distribution(ANSWER + " " * (MAX_SCAN_CHARS - 100) + "{}", LABELS).ok
+    assert parse_distribution(ANSWER + "{" * MAX_OBJECT_STARTS + "}", LABELS).dist is None
+    assert parse_distribution(ANSWER + "{" * (MAX_OBJECT_STARTS - 2) + "}", LABELS).ok
+
+
+def _unbounded_objects(text):
+    """The previous parser's scan (every '{' of the whole text), as a reference."""
+    import json
+
+    dec, found, i = json.JSONDecoder(), [], 0
+    while (i := text.find("{", i)) >= 0:
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            i += 1
+            continue
+        if isinstance(obj, dict):
+            stack = [obj]
+            while stack:
+                o = stack.pop(0)
+                found.append(o)
+                stack.extend(v for v in o.values() if isinstance(v, dict))
+        i = end
+    return found
+
+
+_fragments = st.sampled_from(['{', '}', '"', ':', ',', ' ', '[', ']', '0.5', '"50%"', '"entailment"',
+                              '"neutral"', '"x"', '{"answer": ', ANSWER, '{"neutral": 1}', 'é', '\\'])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_fragments, max_size=60))
+def test_short_text_scan_equals_the_unbounded_scan(parts):
+    from shala.parsing import _json_objects
+
+    text = "".join(parts)
+    assert _json_objects(text) == _unbounded_objects(text)
+
+
+def test_format_percent_sums_to_100_and_parses_back():
+    from shala.parsing import format_percent
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        d = rng.dirichlet(np.ones(3))
+        text = format_percent(LABELS, d)
+        vals = list(json.loads(text).values())
+        assert sum(vals) == 100 and all(isinstance(v, int) for v in vals)
+        assert np.abs(np.array(vals) / 100 - d).max() < 0.01 + 1e-9
+        assert np.allclose(parse_distribution(text, LABELS).dist, np.array(vals) / 100)
+    assert format_percent(LABELS, [1 / 3, 1 / 3, 1 / 3]) == '{"entailment": 34, "neutral": 33, "contradiction": 33}'

@@ -10,7 +10,7 @@ from shala.items import make_item, subsample
 from shala.jsonio import read_jsonl, write_jsonl
 from shala.models import load_model_and_tokenizer
 from shala.predict import RUN_RECORD_KEYS, generate, run_predict
-from shala.prompts import render_messages
+from shala.prompts import render_prompt_string
 
 LABELS = ["entailment", "neutral", "contradiction"]
 PROMPT = {
@@ -54,7 +54,7 @@ def tiny(tiny_model_dir):
 
 def test_batched_equals_one_at_a_time(tiny):
     model, tok = tiny
-    msgs = [render_messages(it, PROMPT) for it in _items()]
+    msgs = [render_prompt_string(tok, it, PROMPT) for it in _items()]
     batched = generate(model, tok, msgs, batch_size=3, max_new_tokens=10, progress=False)
     single = generate(model, tok, msgs, batch_size=1, max_new_tokens=10, progress=False)
     assert len(batched) == len(msgs)
@@ -64,7 +64,7 @@ def test_batched_equals_one_at_a_time(tiny):
 
 def test_generate_keeps_input_order(tiny):
     model, tok = tiny
-    msgs = [render_messages(it, PROMPT) for it in _items()]
+    msgs = [render_prompt_string(tok, it, PROMPT) for it in _items()]
     full = generate(model, tok, msgs, batch_size=4, max_new_tokens=6, progress=False)
     rev = generate(model, tok, msgs[::-1], batch_size=4, max_new_tokens=6, progress=False)
     assert rev == full[::-1]
@@ -119,3 +119,26 @@ def test_parsed_distribution_is_stored(tmp_path, data_dir, tiny_model_dir, monke
     assert rows[0]["pred_dist"] == [0.5, 0.25, 0.25] and rows[0]["parse_error"] is None
     assert rows[1]["pred_dist"] is None and rows[1]["parse_error"]
     assert rec["parse_rate"] == 0.5 and rec["n_parsed"] == 1
+
+
+def test_response_prefix_is_prepended_before_parsing(tmp_path, data_dir, tiny_model_dir, monkeypatch):
+    """With a response prefix the model continues the answer; the stored
+    completion is prefix + generated text, and that is what is parsed."""
+    import shala.predict as predict
+
+    seen = {}
+
+    def fake_generate(model, tok, prompts, **kw):
+        seen["prompts"] = prompts
+        return ['0.5, "neutral": 0.25, "contradiction": 0.25}', "oops"]
+
+    monkeypatch.setattr(predict, "generate", fake_generate)
+    cfg = {**CONFIG, "datasets": {"toy": {"prompt": {**PROMPT, "response_prefix": "auto"}}}}
+    out = tmp_path / "p.jsonl"
+    rec = run_predict(cfg, "toy", data_dir, str(tiny_model_dir), "test", out, limit=2, progress=False)
+    assert all(p.endswith('<|im_start|>assistant\n{"entailment": ') for p in seen["prompts"])
+    rows = read_jsonl(out)
+    assert rows[0]["completion"] == '{"entailment": 0.5, "neutral": 0.25, "contradiction": 0.25}'
+    assert rows[0]["pred_dist"] == [0.5, 0.25, 0.25] and rows[0]["response_prefix"] == '{"entailment": '
+    assert rows[1]["completion"] == '{"entailment": oops' and rows[1]["pred_dist"] is None
+    assert rec["response_prefix"] == ['{"entailment": '] and rec["parse_rate"] == 0.5

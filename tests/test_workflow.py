@@ -58,15 +58,15 @@ def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
     r = _smk("-n", "--config", f"results={tmp_path}/res")
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
-    # 3 datasets x 3 GRPO methods x 1 seed
-    assert jobs["train"] == 3 * 3
-    assert jobs["predict"] == 3 * 4          # zs + 3 trained, test split
+    # 3 datasets x 5 trained methods (4 GRPO + sft_soft) x 1 seed
+    assert jobs["train"] == 3 * 5
+    assert jobs["predict"] == 3 * 6          # zs + 5 trained, test split
     assert jobs["reference_predictor"] == 4 + 3 + 3  # old_labels only for ChaosNLI
     assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
     assert jobs["fetch_data"] == 3 and jobs["prepare"] == 3
     # MSP-Podcast is licensed: listed, with a warning that it needs a source
     assert "msp_podcast is licensed" in r.stderr
-    for m in ("mls", "shala_no_ambi", "shala"):
+    for m in ("mls", "shala_no_ambi", "shala", "shala_batch", "sft_soft"):
         for ds in ("chaosnli", "goemotions", "msp_podcast"):
             assert f"{tmp_path}/res/models/{ds}/{m}/seed0/run.json" in r.stdout
             assert f"{tmp_path}/res/metrics/{ds}/{m}/seed0/test.json" in r.stdout
@@ -80,8 +80,8 @@ def test_seeds_and_msp_source_extend_the_matrix(tmp_path):
     r = _smk("-n", "--configfile", str(overlay))
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
-    assert jobs["train"] == 3 * 3 * 3
-    assert jobs["predict"] == 3 * (1 + 3 * 3)   # zs runs once (greedy, deterministic)
+    assert jobs["train"] == 3 * 5 * 3
+    assert jobs["predict"] == 3 * (1 + 5 * 3)   # zs runs once (greedy, deterministic)
     assert "fetch_data" in jobs and jobs["fetch_data"] == 2  # MSP is read in place
 
 
@@ -89,5 +89,6 @@ def test_demo_profile_dry_run(tmp_path):
     r = _smk("-n", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
-    assert jobs == {"base_model": 1, "fetch_data": 1, "prepare": 1, "warmup_sft": 1, "train": 3,
-                    "predict": 4, "reference_predictor": 3, "evaluate": 7, "report": 1, "all": 1, "total": 23}
+    # no warm-up: with the response prefix the base model answers on format
+    assert jobs == {"base_model": 1, "fetch_data": 1, "prepare": 1, "train": 3,
+                    "predict": 4, "reference_predictor": 3, "evaluate": 7, "report": 1, "all": 1, "total": 22}

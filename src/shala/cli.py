@@ -104,12 +104,19 @@ def cmd_predict(a) -> None:
 
 
 def cmd_train(a) -> None:
+    """Train one method: GRPO, or SFT for a method whose trainer is ``sft``."""
+    from .sft import run_sft
     from .train import run_train
 
     config = _load_config(a.config)
     _set_threads(config, a.threads)
-    rec = run_train(config, a.dataset, a.method, a.seed, Path(a.data), a.model, Path(a.out),
-                    max_steps=a.max_steps, init_from=Path(a.init_from) if a.init_from else None)
+    trainer = (config.get("methods", {}).get(a.method) or {}).get("trainer")
+    if trainer == "sft":
+        rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.init_from or a.model, Path(a.out),
+                      max_steps=a.max_steps, method=a.method)
+    else:
+        rec = run_train(config, a.dataset, a.method, a.seed, Path(a.data), a.model, Path(a.out),
+                        max_steps=a.max_steps, init_from=Path(a.init_from) if a.init_from else None)
     print(json.dumps({k: rec.get(k) for k in ("method", "dataset", "seed", "global_step")}
                      | {"total_seconds": rec.get("timing", {}).get("total_seconds")}))
 
@@ -126,11 +133,25 @@ def cmd_sft(a) -> None:
 
 def cmd_report(a) -> None:
     from .report import run_report
+    from .report.load import load_report_config
 
-    config = _load_config(a.config, required=False)
-    outputs = run_report(Path(a.metrics), Path(a.out), config=config, split=a.split)
+    paths = a.config or (["config.yaml"] if Path("config.yaml").is_file() else [])
+    config = load_report_config(paths) if paths else None
+    outputs = run_report(a.metrics, Path(a.out), runs=a.runs, config=config, split=a.split)
     for p in outputs:
         print(p)
+
+
+def cmd_preflight(a) -> None:
+    """Launch-config check and per-GPU memory estimate (shala.preflight);
+    exits 3 when the estimate does not fit, 2 on launch-config problems."""
+    from .preflight import run_preflight
+
+    config = _load_config(a.config)
+    rc = run_preflight(config, gpus=a.gpus, gpu_mem=a.gpu_mem, model_config=a.model_config,
+                       prompt_tokens=a.prompt_tokens)
+    if rc:
+        sys.exit(rc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,12 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(s)
     s.set_defaults(func=cmd_sft)
 
-    s = sub.add_parser("report", help="tables (CSV, Markdown, LaTeX) and figures from metrics")
-    s.add_argument("--metrics", required=True, help="metrics root (results/metrics)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--split", default="test")
+    s = sub.add_parser("report", help="tables, paired tests, claims and figures from metrics and training logs")
+    s.add_argument("--metrics", required=True, nargs="+", metavar="FILE",
+                   help="metrics JSON files .../{dataset}/{run}/seed{seed}/{split}.json "
+                        "(per-item scores: the {split}.items.csv beside each)")
+    s.add_argument("--runs", nargs="*", default=[], metavar="FILE",
+                   help="training run records .../{dataset}/{method}/seed{seed}/run.json "
+                        "(train_log.jsonl beside each); may be none")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    s.add_argument("--split", default=None, help="split to report (default: the split of the metrics files)")
     _add_config(s)
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("preflight", help="check the launch config and estimate per-GPU memory "
+                                         "before a GPU training job (exit 3: does not fit)")
+    s.add_argument("--gpus", type=int, help="GPUs of the job (default: training.gpus, else the visible ones)")
+    s.add_argument("--gpu-mem", type=float, metavar="GIB",
+                   help="memory per GPU in GiB as torch reports it (H100 80GB: 79.2, H200: 139.8; "
+                        "default: detected, else training.gpu_mem_gb)")
+    s.add_argument("--model-config", metavar="CONFIG_JSON",
+                   help="the model's config.json (default: shipped for the paper model, else the model's own)")
+    s.add_argument("--prompt-tokens", type=int, default=512, help="prompt length assumed (default 512)")
+    _add_config(s)
+    s.set_defaults(func=cmd_preflight)
     return p
 
 

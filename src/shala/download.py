@@ -2,18 +2,31 @@
 
 A dataset with its own ``source`` directory (licensed data such as
 MSP-Podcast) is read in place by ``prepare`` and never fetched. Otherwise
-the ``data_mirror`` sub-folder is copied (offline machines), else the
-official URLs are downloaded. Every file with a
-known sha256 is verified; a file whose sha256 is unknown (null in config) is
-accepted and its checksum recorded in ``MANIFEST.json``, so the first online
-run pins it.
+there are two routes, and the one taken is logged and recorded in
+``MANIFEST.json`` (``origin``, ``route``, ``from``):
+
+- mirror: when ``data_mirror`` is set *and* its sub-folder for the dataset
+  (``datasets.<name>.mirror``, default the dataset name) exists, the files
+  are copied from it (offline machines);
+- download: otherwise the official URLs are downloaded. ``data_mirror``
+  defaults to ``../shared/data`` (the development data beside the
+  repository); on a machine without that folder this route runs. If the
+  download fails, the error names the dataset, the URL, and both ways out:
+  set ``data_mirror`` to a folder holding the files, or make the URL
+  reachable.
+
+Every file with a known sha256 is verified, whichever the route; a file
+whose sha256 is unknown (null in config) is accepted and its checksum
+recorded in ``MANIFEST.json``, so the first online run pins it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import logging
+import os
 import shutil
 import tempfile
 import urllib.request
@@ -21,7 +34,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, ShalaError
 from .jsonio import write_json
 
 log = logging.getLogger(__name__)
@@ -42,9 +55,28 @@ def _check(path: Path, expected: str | None) -> str:
     return got
 
 
+class DownloadError(ShalaError):
+    """An official download failed (no network, URL gone, bad archive)."""
+
+
+def _urlopen(url: str):
+    """Open ``url`` (the one network call; tests replace it)."""
+    return urllib.request.urlopen(url, timeout=120)  # noqa: S310 (URL from config)
+
+
+def _mirror_folder(config: dict[str, Any], dataset: str, dcfg: dict[str, Any]) -> Path | None:
+    """The dataset's folder under ``data_mirror``, if that is set and the folder exists."""
+    if not config.get("data_mirror"):
+        return None
+    mirror = Path(config["data_mirror"]).expanduser() / dcfg.get("mirror", dataset)
+    if mirror.is_dir():
+        return mirror
+    log.info("%s: data_mirror folder %s not found; using the official download", dataset,
+             os.path.abspath(mirror))
+    return None
+
+
 def _from_mirror(mirror: Path, files: list[dict[str, Any]], out: Path) -> None:
-    if not mirror.is_dir():
-        raise InputError("data mirror folder not found", path=mirror)
     if files:
         for f in files:
             src = mirror / f["name"]
@@ -55,25 +87,52 @@ def _from_mirror(mirror: Path, files: list[dict[str, Any]], out: Path) -> None:
         shutil.copytree(mirror, out, dirs_exist_ok=True)
 
 
-def _download(dl: dict[str, Any], out: Path) -> None:
-    files = dl.get("files", [])
+def _urls(dl: dict[str, Any]) -> list[str]:
     if dl.get("archive"):
-        log.info("downloading %s", dl["archive"])
-        with urllib.request.urlopen(dl["archive"], timeout=120) as resp:  # noqa: S310 (config URL)
-            data = resp.read()
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return [dl["archive"]]
+    return [f["url"] for f in dl.get("files", []) if f.get("url")]
+
+
+def _download(dataset: str, dcfg: dict[str, Any], out: Path) -> None:
+    dl = dcfg.get("download") or {}
+    files = dl.get("files", [])
+    sub = dcfg.get("mirror", dataset)
+    names = ", ".join(f["name"] for f in files) or "its raw files"
+    if not _urls(dl):
+        raise ConfigError(f"datasets.{dataset}: no data_mirror folder and no download URL; "
+                          f"set data_mirror to a folder whose {sub}/ sub-folder holds {names}")
+    for f in files:
+        if not dl.get("archive") and not f.get("url"):
+            raise ConfigError(f"datasets.{dataset}.download.files: {f['name']} has no url and there is no archive")
+
+    def fail(url: str, exc: BaseException) -> DownloadError:
+        return DownloadError(
+            f"{dataset}: download of {url} failed ({type(exc).__name__}: {exc}). Either set data_mirror "
+            f"(config) to a folder whose {sub}/ sub-folder holds {names}, or make {url} reachable")
+
+    if dl.get("archive"):
+        url = dl["archive"]
+        log.info("%s: downloading %s", dataset, url)
+        try:
+            with _urlopen(url) as resp:
+                data = resp.read()
+            zf = zipfile.ZipFile(io.BytesIO(data))
+        except (OSError, http.client.HTTPException, ValueError, zipfile.BadZipFile) as exc:
+            raise fail(url, exc) from exc
+        with zf:
             by_base = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
             for f in files:
                 if f["name"] not in by_base:
-                    raise InputError(f"{f['name']} not in archive", path=dl["archive"])
+                    raise InputError(f"{f['name']} not in archive", path=url)
                 (out / f["name"]).write_bytes(zf.read(by_base[f["name"]]))
         return
     for f in files:
-        if not f.get("url"):
-            raise ConfigError(f"download.files: {f['name']} has no url and there is no archive")
-        log.info("downloading %s", f["url"])
-        with urllib.request.urlopen(f["url"], timeout=120) as resp, (out / f["name"]).open("wb") as fh:  # noqa: S310
-            shutil.copyfileobj(resp, fh)
+        log.info("%s: downloading %s", dataset, f["url"])
+        try:
+            with _urlopen(f["url"]) as resp, (out / f["name"]).open("wb") as fh:
+                shutil.copyfileobj(resp, fh)
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
+            raise fail(f["url"], exc) from exc
 
 
 def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[str, Any]:
@@ -93,13 +152,14 @@ def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[st
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if config.get("data_mirror"):
-            mirror = Path(config["data_mirror"]).expanduser() / dcfg.get("mirror", dataset)
-            origin = f"mirror:{mirror}"
+        mirror = _mirror_folder(config, dataset, dcfg)
+        if mirror is not None:
+            origin, route, source = f"mirror:{mirror}", "mirror", os.path.abspath(mirror)
+            log.info("%s: copying from the data mirror %s", dataset, source)
             _from_mirror(mirror, files, tmp)
         else:
-            origin = "download"
-            _download(dl, tmp)
+            origin, route, source = "download", "download", _urls(dl)
+            _download(dataset, dcfg, tmp)
         checks = {}
         if files:
             for f in files:
@@ -110,7 +170,7 @@ def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[st
             for p in sorted(tmp.rglob("*")):
                 if p.is_file():
                     checks[str(p.relative_to(tmp))] = sha256_file(p)
-        manifest = {"dataset": dataset, "origin": origin, "sha256": checks}
+        manifest = {"dataset": dataset, "origin": origin, "route": route, "from": source, "sha256": checks}
         write_json(tmp / "MANIFEST.json", manifest)
         if out.exists():
             shutil.rmtree(out)

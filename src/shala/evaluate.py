@@ -13,6 +13,10 @@ Decisions (where the SPEC is silent):
   ``n_scored`` counts the rows the other metrics are computed on.
 - A slice with no scored rows reports ``null`` for those metrics (JSON has
   no NaN); ``mean_sum_error`` is ``null`` when no row of the slice parsed.
+- ``pred_spread`` (every block): mean base-2 JS distance between each
+  scored prediction and the mean prediction over the slice's scored items;
+  0 means the model answers every item alike (an item-independent answer,
+  as good as a class prior at best).
 - The human hard label is the argmax of ``dist`` (ties -> first class), the
   same rule that defines ``majority``.
 - ``by_subset`` lists the non-null subsets, sorted by name; rows with
@@ -49,7 +53,7 @@ from .parsing import parse_distribution
 POLICIES = ("uniform", "exclude")
 JS_BASE = 2
 METRIC_KEYS = ("n", "n_scored", "parse_failure_rate", "mean_sum_error", "jsd", "jsd_e", "bc", "kl",
-               "tvd", "accuracy", "macro_f1", "weighted_f1", "soft_accuracy", "soft_micro_f1")
+               "tvd", "accuracy", "macro_f1", "weighted_f1", "soft_accuracy", "soft_micro_f1", "pred_spread")
 _DIST_TOL = 1e-3
 
 
@@ -122,6 +126,16 @@ def _mean(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if x.size else None
 
 
+def pred_spread(pred: np.ndarray) -> float | None:
+    """Mean base-2 JS distance between each prediction and the mean prediction
+    of the slice: 0 when the model gives every item the same answer."""
+    Q = np.asarray(pred, dtype=np.float64)
+    if Q.shape[0] == 0:
+        return None
+    centre = np.broadcast_to(Q.mean(axis=0), Q.shape)
+    return _mean(M.jsd(Q, centre, base=2.0))
+
+
 def _block(human: np.ndarray, pred: np.ndarray, parsed: np.ndarray, scored: np.ndarray,
            sum_error: np.ndarray) -> dict[str, Any]:
     """The metric block of one slice (all arrays already cut to the slice)."""
@@ -148,6 +162,7 @@ def _block(human: np.ndarray, pred: np.ndarray, parsed: np.ndarray, scored: np.n
         "weighted_f1": M.weighted_f1(P, Q),
         "soft_accuracy": _mean(M.soft_accuracy(P, Q)),
         "soft_micro_f1": M.soft_micro_f1(P, Q),
+        "pred_spread": pred_spread(Q),
     })
     return {key: out[key] for key in METRIC_KEYS}
 

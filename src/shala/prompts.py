@@ -1,8 +1,20 @@
-"""Prompts (SPEC §4): background, target, task, output constraints.
+"""Prompts (SPEC §4): background, target, task, output constraints, and an
+optional response prefix.
 
 A dataset's prompt lives in config; this module renders it for one item as
-chat messages. The chat template of the model is applied later (by TRL or
-by :mod:`shala.predict`), so the same messages serve every model.
+chat messages, and as the exact model input string (chat template applied,
+assistant turn opened, response prefix written). Prediction, GRPO and SFT
+all use :func:`render_prompt_string`, so the model sees the same text at
+training and at evaluation.
+
+Why a response prefix: a small model (SmolLM2-135M) asked for JSON mostly
+writes prose; writing the opening of the answer for it (``{"entailment": ``)
+makes it continue in the format. The prefix is part of the answer: it is
+prepended to every completion before parsing (:func:`full_answer`) and
+recorded in every run record. TRL's GRPOTrainer cannot continue an
+assistant message in the conversational format (it renders with
+``add_generation_prompt=True``), so training uses the standard (string)
+prompt format with the template applied here.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ DEFAULT_TASK = (
     "of judgements a large group of annotators would give, as calibrated "
     "probabilities over the classes:"
 )
+AUTO_PREFIX = "auto"
 
 
 def _fields(template: str) -> list[str]:
@@ -39,6 +52,15 @@ def example_json(labels: Sequence[str]) -> str:
     return json.dumps(dict(zip(labels, vals)))
 
 
+def _format(template: str, labels: Sequence[str], where: str) -> str:
+    """Task/output templates: ``{label_list}`` and ``{example}`` are filled;
+    literal braces are doubled, as in the paper's templates."""
+    try:
+        return template.format(label_list=", ".join(labels), example=example_json(labels))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"prompt.{where}: bad template ({exc}); write literal braces as {{{{ }}}}") from None
+
+
 def render_prompt_text(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
     """The user message for ``item``: four parts separated by blank lines."""
     labels = item["labels"]
@@ -52,14 +74,12 @@ def render_prompt_text(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
                          field="inputs")
     target = target_tpl.format_map({k: str(v) for k, v in inputs.items()})
     definitions = prompt_cfg.get("definitions") or {}
-    lines = []
-    for lab in labels:
-        d = definitions.get(lab)
-        lines.append(f"- {lab}: {d}" if d else f"- {lab}")
-    task = (prompt_cfg.get("task") or DEFAULT_TASK).strip() + "\n" + "\n".join(lines)
-    out_tpl = prompt_cfg.get("output") or DEFAULT_OUTPUT
-    output = out_tpl.format(label_list=", ".join(labels), example=example_json(labels))
-    parts = [prompt_cfg.get("background", "").strip(), target.strip(), task, output.strip()]
+    task = _format(prompt_cfg.get("task") or DEFAULT_TASK, labels, "task").strip()
+    if definitions:
+        lines = [f"- {lab}: {definitions[lab]}" if definitions.get(lab) else f"- {lab}" for lab in labels]
+        task += "\n" + "\n".join(lines)
+    output = _format(prompt_cfg.get("output") or DEFAULT_OUTPUT, labels, "output")
+    parts = [(prompt_cfg.get("background") or "").strip(), target.strip(), task, output.strip()]
     return "\n\n".join(p for p in parts if p)
 
 
@@ -70,3 +90,27 @@ def render_messages(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> list[di
         messages.append({"role": "system", "content": prompt_cfg["system"]})
     messages.append({"role": "user", "content": render_prompt_text(item, prompt_cfg)})
     return messages
+
+
+def response_prefix(prompt_cfg: dict[str, Any], labels: Sequence[str]) -> str:
+    """The configured opening of the answer ('' when none). ``auto`` opens the
+    JSON object at the first class: ``{"<first label>": ``."""
+    prefix = prompt_cfg.get("response_prefix") or ""
+    if prefix == AUTO_PREFIX:
+        return "{" + json.dumps(labels[0]) + ": "
+    return str(prefix)
+
+
+def render_prompt_string(tokenizer, item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
+    """The model input: chat template applied, assistant turn opened, and the
+    response prefix written."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the tokenizer has no chat template; prompts are chat messages (SPEC §4)")
+    text = tokenizer.apply_chat_template(render_messages(item, prompt_cfg), tokenize=False,
+                                         add_generation_prompt=True)
+    return text + response_prefix(prompt_cfg, item["labels"])
+
+
+def full_answer(prefix: str | None, completion: str) -> str:
+    """What the parser reads: the response prefix plus the generated text."""
+    return (prefix or "") + completion

@@ -1,17 +1,24 @@
-"""Optional supervised warm-up before GRPO (config ``training.warmup_sft``).
+"""Supervised fine-tuning on the verbalised annotator distribution (TRL's
+``SFTTrainer``), in two roles:
 
-Why: GRPO learns only from reward *differences* within a group. A model
-that never emits a parseable JSON distribution gets reward 0 on every
-rollout, so every group has zero spread and no gradient. A short SFT on
-the target format (the item's annotator distribution, verbalised exactly as
-the prompt demands) makes the first rollouts parseable.
+- the optional warm-up before GRPO (config ``training.warmup_sft``): a model
+  that never emits a parseable answer gets reward 0 on every rollout, every
+  GRPO group has zero spread and no gradient; a short SFT on the answer
+  format fixes that;
+- the method ``sft_soft`` (trainer ``sft`` in the method registry): the
+  baseline a reviewer asks for first — is RL needed at all, or does plain
+  supervised training on the soft labels do as well? With
+  ``match_grpo: true`` it takes the GRPO run's length (optimizer steps,
+  prompts per step, learning rate), so it sees the same number of training
+  items as each GRPO method.
 
-Examples are conversational prompt-completion pairs ([user prompt],
-[assistant = ``format_distribution(labels, dist, digits=2)``]); TRL's
-``SFTTrainer`` then computes the loss on the completion tokens only
-(``completion_only_loss=True``). We do not use ``assistant_only_loss``: it
-needs ``{% generation %}`` markers in the chat template, which neither
-SmolLM2's nor Qwen's template has.
+Examples are standard-format prompt-completion pairs: the prompt string is
+exactly what prediction and GRPO feed the model
+(:func:`shala.prompts.render_prompt_string`, response prefix included) and
+the completion is the rest of the target answer: ``format_distribution(labels,
+dist, 2)``, or whole numbers out of 100 when the prompt asks for counts
+(``prompt.answer_scale: 100``);
+``completion_only_loss=True`` puts the loss on the answer only.
 """
 
 from __future__ import annotations
@@ -21,37 +28,65 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .jsonio import read_jsonl, write_json
+from .jsonio import write_json
 from .train import (RUN_RECORD, _jsonable, adapt_to_device, apply_threads, cuda_available, device_name,
-                    library_versions, load_for_training, model_component)
+                    freeze_towers, library_versions, load_for_training, load_train_items, method_spec, model_component,
+                    prompt_config)
 
 SFT_TARGET_DIGITS = 2
-# Fields of training.warmup_sft that are not SFTConfig fields.
+# Fields of a method spec / training.warmup_sft that are not SFTConfig fields.
 NON_SFT_KEYS = ("enabled",)
 SFT_DEFAULTS = {"logging_steps": 10, "save_strategy": "no", "report_to": "none",
-                "completion_only_loss": True, "logging_first_step": True}
+                "completion_only_loss": True, "logging_first_step": True,
+                "gradient_checkpointing": False}
 RECORDED_SFT_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                        "gradient_accumulation_steps", "bf16", "completion_only_loss", "max_length",
-                       "optim", "seed")
+                       "optim", "seed", "gradient_checkpointing")
 
 
-def sft_rows(items: list[dict[str, Any]], prompt_cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Conversational prompt-completion examples: the target is the item's
-    annotator distribution as the JSON object the prompt asks for."""
-    from .parsing import format_distribution
-    from .prompts import render_messages
+def sft_rows(items: list[dict[str, Any]], prompt_cfg: dict[str, Any], tokenizer) -> list[dict[str, Any]]:
+    """Prompt string + the target answer after the response prefix."""
+    from .parsing import format_distribution, format_percent
+    from .prompts import render_prompt_string, response_prefix
 
-    return [{"prompt": render_messages(it, prompt_cfg),
-             "completion": [{"role": "assistant",
-                             "content": format_distribution(it["labels"], it["dist"], SFT_TARGET_DIGITS)}]}
-            for it in items]
+    percent = prompt_cfg.get("answer_scale", 1) == 100
+    rows = []
+    for it in items:
+        target = (format_percent(it["labels"], it["dist"]) if percent
+                  else format_distribution(it["labels"], it["dist"], SFT_TARGET_DIGITS))
+        prefix = response_prefix(prompt_cfg, it["labels"])
+        if not target.startswith(prefix):
+            raise ConfigError(f"prompt.response_prefix {prefix!r} is not the start of the SFT target "
+                              f"{target!r}; use 'auto' or the exact opening of the JSON answer")
+        rows.append({"prompt": render_prompt_string(tokenizer, it, prompt_cfg),
+                     "completion": target[len(prefix):]})
+    return rows
 
 
-def sft_settings(config: dict[str, Any], max_steps: int | None = None) -> dict[str, Any]:
+def grpo_length(config: dict[str, Any]) -> dict[str, Any]:
+    """The SFT settings that match a GRPO run's length: optimizer steps,
+    prompts per step (per device) and learning rate."""
+    g = config["training"]["grpo"]
+    prompts = max(1, int(g["per_device_train_batch_size"]) // int(g["num_generations"]))
+    return {"max_steps": int(g["max_steps"]), "num_train_epochs": g["num_train_epochs"],
+            "per_device_train_batch_size": prompts,
+            "gradient_accumulation_steps": int(g["gradient_accumulation_steps"]),
+            "learning_rate": g["learning_rate"]}
+
+
+def sft_settings(config: dict[str, Any], method: str | None = None,
+                 max_steps: int | None = None) -> dict[str, Any]:
+    """training.warmup_sft, then (for a method) the GRPO length when
+    ``match_grpo`` and the method's overrides, then ``max_steps``."""
     cfg = dict((config.get("training") or {}).get("warmup_sft") or {})
     for key in NON_SFT_KEYS:
         cfg.pop(key, None)
     settings = {**SFT_DEFAULTS, "bf16": cuda_available(), **cfg}
+    if method is not None:
+        spec = method_spec(config, method, trainer="sft")
+        if spec.get("match_grpo"):
+            settings.update(grpo_length(config))
+        settings.update(spec.get("overrides") or {})
     if max_steps is not None:
         settings["max_steps"] = int(max_steps)
     return settings
@@ -62,35 +97,35 @@ def make_sft_config(settings: dict[str, Any], out_dir: Path, seed: int):
 
     unknown = sorted(set(settings) - set(SFTConfig.__dataclass_fields__))
     if unknown:
-        raise ConfigError(f"training.warmup_sft: not SFTConfig fields: {unknown}")
+        raise ConfigError(f"training.warmup_sft / method overrides: not SFTConfig fields: {unknown}")
     return SFTConfig(output_dir=str(Path(out_dir) / "checkpoints"), seed=seed, data_seed=seed, **settings)
 
 
 def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, model_ref: str,
-            out_dir: Path, *, max_steps: int | None = None) -> dict[str, Any]:
-    """Supervised warm-up on ``data_dir/train.jsonl``; writes safetensors
-    weights, tokenizer and ``run.json`` (last, atomically) to ``out_dir``."""
+            out_dir: Path, *, max_steps: int | None = None, method: str | None = None) -> dict[str, Any]:
+    """SFT on ``data_dir/train.jsonl`` (the warm-up, or ``method`` with
+    trainer ``sft``); writes safetensors weights, tokenizer and ``run.json``
+    (last, atomically) to ``out_dir``."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTTrainer
+
+    from .prompts import response_prefix
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)
-    requested = sft_settings(config, max_steps)
+    requested = sft_settings(config, method, max_steps)
     settings, notes = adapt_to_device(requested)
     threads = apply_threads(config)
     set_seed(seed)
     args = make_sft_config(settings, out_dir, seed)
-    try:
-        prompt_cfg = config["datasets"][dataset]["prompt"]
-    except KeyError:
-        raise ConfigError(f"datasets.{dataset}.prompt is missing") from None
-    items = read_jsonl(Path(data_dir) / "train.jsonl")
-    train_ds = Dataset.from_list(sft_rows(items, prompt_cfg))
+    prompt_cfg = prompt_config(config, dataset)
+    items = load_train_items(data_dir)
     component = model_component(config, model_ref)
-    model, tokenizer = load_for_training(model_ref, component=component)
+    model, tokenizer = load_for_training(model_ref, component=component, freeze_towers=freeze_towers(config))
+    train_ds = Dataset.from_list(sft_rows(items, prompt_cfg, tokenizer))
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer)
     t_train = time.perf_counter()
@@ -101,9 +136,11 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     full = _jsonable(args.to_dict())
     steps = trainer.state.global_step
     record = {
-        "kind": "sft", "dataset": dataset, "seed": seed, "model_ref": str(model_ref),
-        "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
-        "target_digits": SFT_TARGET_DIGITS,
+        "kind": "sft", "dataset": dataset, "method": method or "warmup_sft", "seed": seed,
+        "model_ref": str(model_ref), "component": component, "data_dir": str(data_dir),
+        "n_train_items": len(train_ds), "target_digits": SFT_TARGET_DIGITS,
+        "prompt": prompt_cfg,
+        "response_prefix": sorted({response_prefix(prompt_cfg, it["labels"]) for it in items}),
         "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
                        "requested": _jsonable(requested)},
         "notes": notes, "global_step": steps, "device": device_name(), "torch_threads": threads,
@@ -112,13 +149,9 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
                    "seconds_per_step": train_seconds / steps if steps else None},
         "final_metrics": {"loss_first": losses[0] if losses else None,
                           "loss_last": losses[-1] if losses else None,
-                          "log_history": _jsonable_list(trainer.state.log_history)},
+                          "log_history": [_jsonable(r) for r in trainer.state.log_history]},
     }
     if trainer.is_world_process_zero():  # save_model above runs on every process (ZeRO-3 gather)
         tokenizer.save_pretrained(str(out_dir))
         write_json(out_dir / RUN_RECORD, record)
     return record
-
-
-def _jsonable_list(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [_jsonable(r) for r in rows]

@@ -127,27 +127,42 @@ def make_grpo_config(settings: dict[str, Any], out_dir: Path, seed: int):
 
 # ---------------------------------------------------------------------- data
 
-def train_rows(items: Sequence[dict[str, Any]], prompt_cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Conversational prompts plus the columns the rewards read."""
-    from .prompts import render_messages
+def train_rows(items: Sequence[dict[str, Any]], prompt_cfg: dict[str, Any], tokenizer) -> list[dict[str, Any]]:
+    """Standard-format (string) prompts plus the columns the rewards read.
 
-    return [{"id": str(it["id"]), "prompt": render_messages(it, prompt_cfg),
+    The string is the chat-templated prompt with the response prefix
+    written (:func:`shala.prompts.render_prompt_string`), exactly what
+    ``shala predict`` feeds the model; the ``response_prefix`` column lets
+    the reward parse prefix + completion.
+    """
+    from .prompts import render_prompt_string, response_prefix
+
+    return [{"id": str(it["id"]), "prompt": render_prompt_string(tokenizer, it, prompt_cfg),
+             "response_prefix": response_prefix(prompt_cfg, it["labels"]),
              "labels": list(it["labels"]), "dist": [float(x) for x in it["dist"]],
              "entropy_norm": float(it["entropy_norm"])} for it in items]
 
 
-def load_train_dataset(config: dict[str, Any], dataset: str, data_dir: Path):
-    """``data_dir/train.jsonl`` as a ``datasets.Dataset``."""
-    from datasets import Dataset
-
+def prompt_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     try:
-        prompt_cfg = config["datasets"][dataset]["prompt"]
+        return config["datasets"][dataset]["prompt"]
     except KeyError:
         raise ConfigError(f"datasets.{dataset}.prompt is missing") from None
+
+
+def load_train_items(data_dir: Path) -> list[dict[str, Any]]:
+    """``data_dir/train.jsonl`` (a config error when empty)."""
     items = read_jsonl(Path(data_dir) / "train.jsonl")
     if not items:
         raise ConfigError(f"{Path(data_dir) / 'train.jsonl'}: no training items")
-    return Dataset.from_list(train_rows(items, prompt_cfg))
+    return items
+
+
+def load_train_dataset(config: dict[str, Any], dataset: str, data_dir: Path, tokenizer):
+    """``data_dir/train.jsonl`` as a ``datasets.Dataset`` of :func:`train_rows`."""
+    from datasets import Dataset
+
+    return Dataset.from_list(train_rows(load_train_items(data_dir), prompt_config(config, dataset), tokenizer))
 
 
 # --------------------------------------------------------------- advantages
@@ -227,12 +242,12 @@ class RecordingReward:
         self.pending: list[dict[str, Any]] = []
 
     def __call__(self, prompts=None, completions=(), **kwargs: Any) -> list[float]:
-        from .parsing import parse_distribution
-        from .rewards import completion_text
+        from .rewards import parse_completions
 
-        rewards = [float(r) for r in self.fn(prompts=prompts, completions=completions, **kwargs)]
         labels = kwargs.get("labels") or [[]] * len(completions)
-        parsed = [parse_distribution(completion_text(c), lab).ok for c, lab in zip(completions, labels)]
+        dists = parse_completions(completions, labels, kwargs.get("response_prefix"))
+        rewards = [float(r) for r in self.fn(prompts=prompts, completions=completions, parsed=dists, **kwargs)]
+        parsed = [d is not None for d in dists]
         ent = kwargs.get("entropy_norm") or []
         stats = {"n": len(rewards), "reward_sum": sum(rewards), "parsed": sum(parsed),
                  "entropy_sum": float(sum(ent)) if len(ent) == len(rewards) else None,
@@ -388,15 +403,22 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def load_for_training(ref: str | Path, component: str | None = None):
+def load_for_training(ref: str | Path, component: str | None = None, freeze_towers: bool = True):
     """Model (float32, as TRL itself loads string models) and tokenizer.
 
     float32 master weights matter: at lr 1e-6 bf16 weights would swallow
-    the updates. Under DeepSpeed bf16 the engine casts.
+    the updates. Under DeepSpeed bf16 the engine casts. ``freeze_towers``
+    (config ``training.freeze_unused_towers``) freezes an Omni model's audio
+    and vision encoders, which text-only data never reaches.
     """
     from .models import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True)
+    return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True,
+                                    freeze_towers=freeze_towers)
+
+
+def freeze_towers(config: dict[str, Any]) -> bool:
+    return bool((config.get("training") or {}).get("freeze_unused_towers", True))
 
 
 def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
@@ -463,9 +485,10 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     set_seed(seed)
     args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
     main_process = args.process_index == 0
-    train_ds = load_train_dataset(config, dataset, data_dir)
     component = None if init_from else model_component(config, model_ref)
-    model, tokenizer = load_for_training(init_from or model_ref, component=component)
+    model, tokenizer = load_for_training(init_from or model_ref, component=component,
+                                         freeze_towers=freeze_towers(config))
+    train_ds = load_train_dataset(config, dataset, data_dir, tokenizer)
 
     reward = RecordingReward(get_reward(spec["reward"]), args.num_generations)
     log_path = out_dir / TRAIN_LOG
@@ -490,6 +513,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
         "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
+        "prompt": prompt_config(config, dataset), "response_prefix": sorted(set(train_ds["response_prefix"])),
         "grpo_config": config_record(args, requested), "notes": notes,
         "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,

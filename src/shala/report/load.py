@@ -1,0 +1,333 @@
+"""The report's inputs, read from the files it is given (never a folder glob).
+
+- metrics files ``.../{dataset}/{run}/seed{seed}/{split}.json``
+  (:mod:`shala.evaluate`); runs are methods (``zs``, ``mls``, ...) and
+  ``ref_*`` model-free reference predictors;
+- per-item scores ``{split}.items.csv`` beside each metrics file, when
+  present (intervals, paired tests, box plots);
+- training run records ``.../{dataset}/{method}/seed{seed}/run.json`` and the
+  ``train_log.jsonl`` beside each (rows with ``"event": "step"``);
+- the packaged published numbers: ``shala/data/literature.yaml`` (Table 2)
+  and ``shala/data/paper_tables.yaml`` (the SHALA-LLM paper's own numbers);
+- the config values the report reads: ``run_methods`` (row order),
+  ``methods.*.trainer`` when present, and the ``report`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, InputError
+from ..evaluate import METRIC_KEYS
+
+# metrics read from each block; value: True when higher is better (None: not a quality metric)
+METRICS = {"jsd": False, "jsd_e": False, "bc": True, "kl": False, "accuracy": True, "macro_f1": True,
+           "weighted_f1": True, "soft_micro_f1": True, "parse_failure_rate": False, "pred_spread": None}
+SETTINGS = {"max_parse_failure_rate": 0.5, "min_pred_spread": 0.05}
+STEP_FIELDS = ("reward_mean", "parse_rate", "zero_spread_frac")
+_METRICS_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<split>[^/.]+)\.json$")
+_RUN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)/run\.json$")
+
+
+def is_ref(run: str) -> bool:
+    return run.startswith("ref_")
+
+
+def is_trained(run: str, config: dict[str, Any] | None) -> bool:
+    """A model run that was trained: not a reference predictor, not ``zs``,
+    and not a config method whose trainer is ``none``."""
+    if is_ref(run) or run == "zs":
+        return False
+    spec = ((config or {}).get("methods") or {}).get(run) or {}
+    return spec.get("trainer", "grpo") != "none"
+
+
+def run_order(runs: list[str], config: dict[str, Any] | None) -> list[str]:
+    """Methods in config order first, then other runs, then reference predictors."""
+    methods = list((config or {}).get("run_methods", ["zs", "mls", "shala_no_ambi", "shala"]))
+    known = [r for r in methods if r in runs and not is_ref(r)]
+    refs = sorted(r for r in runs if is_ref(r))
+    rest = sorted(r for r in runs if r not in known and r not in refs)
+    return known + rest + refs
+
+
+def settings(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``report`` block of config over its defaults."""
+    return SETTINGS | ((config or {}).get("report") or {})
+
+
+def load_report_config(paths: list[str | Path]) -> dict[str, Any]:
+    """Merge YAML configs (later overlay earlier) and validate what is there.
+
+    A full config is validated as every command does; a partial one (e.g.
+    the workflow's file holding only the values the report reads) is checked
+    against the same schema without its top-level required fields.
+    """
+    import jsonschema
+    import yaml
+
+    from ..config import deep_merge, schema, validate
+
+    merged: dict[str, Any] = {}
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            raise ConfigError(f"{p}: invalid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        merged = deep_merge(merged, data)
+    where = " + ".join(map(str, paths))
+    sch = schema()
+    if all(k in merged for k in sch.get("required", [])):
+        return validate(merged, where=where)
+    sch["required"] = []
+    err = next(iter(sorted(jsonschema.Draft202012Validator(sch).iter_errors(merged),
+                           key=lambda e: list(e.absolute_path))), None)
+    if err is not None:
+        field_ = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{where}: field '{field_}': {err.message}")
+    return merged
+
+
+# --------------------------------------------------------------------------- metrics
+
+@dataclass
+class Record:
+    """One metrics file and its parsed content."""
+    dataset: str
+    run: str
+    seed: int
+    split: str
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def items_path(self) -> Path:
+        return self.path.with_name(self.path.name[:-len(".json")] + ".items.csv")
+
+
+def _read_json(p: Path, what: str) -> dict[str, Any]:
+    if not p.is_file():
+        raise InputError(f"{what} not found", path=p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a {what} ({exc})", path=p) from None
+    if not isinstance(data, dict):
+        raise InputError(f"not a {what} (expected an object)", path=p)
+    return data
+
+
+def load_records(paths: list[str | Path], split: str | None = None) -> list[Record]:
+    """The given metrics files (all of one split), sorted by dataset, run, seed.
+
+    ``split`` None: the split the files share (an error if they mix splits).
+    """
+    if not paths:
+        raise InputError("no metrics files given")
+    records, seen = [], {}
+    for p in map(Path, paths):
+        m = _METRICS_PATH.search(p.as_posix())
+        if not m:
+            raise InputError("not a metrics path (.../{dataset}/{run}/seed{seed}/{split}.json)", path=p)
+        data = _read_json(p, "metrics file")
+        if not isinstance(data.get("overall"), dict):
+            raise InputError("not a metrics file (no 'overall' block)", path=p)
+        rec = Record(m["dataset"], m["run"], int(m["seed"]), m["split"], p, data)
+        key = (rec.dataset, rec.run, rec.seed, rec.split)
+        if key in seen:
+            raise InputError(f"the same dataset, run, seed and split as {seen[key]}", path=p)
+        seen[key] = p
+        records.append(rec)
+    splits = sorted({r.split for r in records})
+    if split is None:
+        if len(splits) > 1:
+            raise InputError(f"metrics files of several splits ({', '.join(splits)}); choose one with --split")
+        split = splits[0]
+    other = next((r for r in records if r.split != split), None)
+    if other is not None:
+        raise InputError(f"a {other.split} metrics file in a report of the {split} split", path=other.path)
+    return sorted(records, key=lambda r: (r.dataset, r.run, r.seed))
+
+
+def frame(records: list[Record]) -> pd.DataFrame:
+    """One row per metrics file and scope: the dataset (``overall``) and each
+    of its subsets, named ``dataset/subset`` (``by_subset``)."""
+    rows = []
+    for r in records:
+        scopes = [(r.dataset, r.data["overall"])]
+        scopes += [(f"{r.dataset}/{s}", b) for s, b in sorted((r.data.get("by_subset") or {}).items())]
+        for name, block in scopes:
+            row = {"dataset": name, "run": r.run, "seed": r.seed}
+            row.update({k: (block or {}).get(k) for k in METRICS})
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=["dataset", "run", "seed", *METRICS])
+    for k in METRICS:
+        df[k] = pd.to_numeric(df[k], errors="coerce")
+    return df
+
+
+ITEM_COLUMNS = ["dataset", "run", "seed", "id", "subset", "ambiguity", "jsd", "bc"]
+
+
+def load_items(records: list[Record]) -> pd.DataFrame:
+    """Per-item scores of every record that has an items file (one row per
+    item and seed); columns :data:`ITEM_COLUMNS`."""
+    frames = []
+    for r in records:
+        p = r.items_path
+        if not p.is_file():
+            continue
+        try:
+            df = pd.read_csv(p, dtype=str, keep_default_na=False)
+            missing = {"id", "ambiguity", "jsd", "bc"} - set(df.columns)
+            if missing:
+                raise ValueError(f"missing columns {sorted(missing)}")
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"not an items file ({exc})", path=p) from None
+        if "subset" not in df:
+            df["subset"] = ""
+        df = df[["id", "subset", "ambiguity", "jsd", "bc"]].copy()
+        for col in ("jsd", "bc"):
+            df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="coerce")
+        frames.append(df.assign(dataset=r.dataset, run=r.run, seed=r.seed)[ITEM_COLUMNS])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ITEM_COLUMNS)
+
+
+def item_means(items: pd.DataFrame) -> pd.DataFrame:
+    """Per-item scores averaged over seeds (NaN-skipping); one row per
+    dataset × run × item, sorted by item id (so intervals do not depend on
+    the order of the files)."""
+    cols = ["dataset", "run", "id", "subset", "ambiguity", "jsd", "bc", "n_seeds"]
+    if items.empty:
+        return pd.DataFrame(columns=cols)
+    g = items.groupby(["dataset", "run", "id"], sort=True)
+    out = g.agg(subset=("subset", "first"), ambiguity=("ambiguity", "first"),
+                jsd=("jsd", "mean"), bc=("bc", "mean"), n_seeds=("seed", "nunique")).reset_index()
+    return out[cols]
+
+
+# --------------------------------------------------------------------------- training runs
+
+@dataclass
+class RunRecord:
+    """A training run record and the step rows of its ``train_log.jsonl``."""
+    dataset: str
+    method: str
+    seed: int
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+    steps: pd.DataFrame = field(repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path.with_name("train_log.jsonl")
+
+    @property
+    def scale_rewards(self) -> str | None:
+        return ((self.data.get("grpo_config") or {}).get("recorded") or {}).get("scale_rewards")
+
+
+def read_steps(path: Path) -> pd.DataFrame:
+    """``"event": "step"`` rows of a training log (the last row of a step
+    repeated after a resume wins); empty when the file is missing."""
+    cols = ["step", *STEP_FIELDS]
+    rows = []
+    if path.is_file():
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON ({exc.msg})", path=path, line=i) from None
+            if isinstance(row, dict) and row.get("event") == "step" and row.get("step") is not None:
+                rows.append({k: row.get(k) for k in cols})
+    df = pd.DataFrame(rows, columns=cols)
+    df = df.apply(pd.to_numeric, errors="coerce").drop_duplicates("step", keep="last")
+    return df.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def load_runs(paths: list[str | Path] | None) -> list[RunRecord]:
+    """The given run records, sorted by dataset, method, seed."""
+    out = []
+    for p in map(Path, paths or []):
+        m = _RUN_PATH.search(p.as_posix())
+        if not m:
+            raise InputError("not a run record path (.../{dataset}/{method}/seed{seed}/run.json)", path=p)
+        data = _read_json(p, "run record")
+        out.append(RunRecord(m["dataset"], m["method"], int(m["seed"]), p, data,
+                             read_steps(p.with_name("train_log.jsonl"))))
+    return sorted(out, key=lambda r: (r.dataset, r.method, r.seed))
+
+
+# --------------------------------------------------------------------------- published numbers
+
+def package_data(name: str) -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("shala") / "data" / name))
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"malformed YAML ({exc})", path=path) from None
+
+
+def load_paper(path: Path | None = None) -> dict[str, Any]:
+    """The SHALA-LLM paper's numbers (``paper_tables.yaml``): ``table1``
+    (dataset -> method -> metric), ``table2`` (list of systems) and the
+    section numbers of the claims."""
+    path = Path(path) if path is not None else package_data("paper_tables.yaml")
+    doc = _read_yaml(path) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("table1", {}), dict) \
+            or not isinstance(doc.get("table2", []), list):
+        raise InputError("expected 'table1' (a mapping) and 'table2' (a list)", path=path)
+    return {"table1": {}, "table2": []} | doc
+
+
+LIT_REQUIRED = ("dataset", "model", "metric", "value", "source")
+
+
+def load_literature(path: Path | None = None) -> list[dict[str, Any]]:
+    """Entries of the literature file (``entries:`` list), validated."""
+    path = Path(path) if path is not None else package_data("literature.yaml")
+    doc = _read_yaml(path) or {}
+    entries = (doc.get("entries") if isinstance(doc, dict) else doc) or []
+    if not isinstance(entries, list):
+        raise InputError("expected a list under 'entries'", path=path)
+    out = []
+    for i, e in enumerate(entries):
+        where = f"entries[{i}]"
+        if not isinstance(e, dict):
+            raise InputError("expected a mapping", path=path, field=where)
+        for key in LIT_REQUIRED:
+            if e.get(key) is None:
+                raise InputError("missing field", path=path, field=f"{where}.{key}")
+        if e["metric"] not in METRIC_KEYS:
+            raise InputError(f"unknown metric {e['metric']!r} (one of {', '.join(METRIC_KEYS)})",
+                             path=path, field=f"{where}.metric")
+        if isinstance(e["value"], bool) or not isinstance(e["value"], (int, float)):
+            raise InputError("must be a number", path=path, field=f"{where}.value")
+        entry = {"subset": None, "benchmark": None, "js_base": None, "convention": "", "url": "",
+                 "origin": "literature"} | e
+        entry["benchmark"] = entry["benchmark"] or (f"{e['dataset']}/{entry['subset']}" if entry["subset"]
+                                                    else e["dataset"])
+        out.append(entry)
+    return out

@@ -1,0 +1,52 @@
+"""``report.md``: one page with every table, the paired tests, the claims and
+the figures, each section once."""
+
+from __future__ import annotations
+
+from .tables import DASH, N_BOOT
+
+FIGURES = (
+    ("fig_ambiguity", "JSD, BC and macro-F1 per ambiguity level",
+     "JSD and BC per item (box plots, per-item values averaged over seeds) and macro-F1 per ambiguity level:"),
+    ("fig_per_class", "Per-class F1 and mean probabilities",
+     "Per-class F1, and the mean probability each run gives a class against the annotators' mean:"),
+    ("fig_training", "Training reward, parse rate and zero-spread groups per step",
+     "Training per optimizer step, one line per method (mean over seeds, band ± std; trailing rolling mean "
+     "over a tenth of the steps, 1 to 10): mean reward, parse rate of the rollouts, and the fraction of "
+     "groups whose rollouts all got the same reward (no learning signal under group scaling):"),
+)
+
+
+def table1_head(split: str) -> str:
+    return (f"Table 1 ({split} split): mean over seeds (± std when more than one), relative change against zs "
+            f"in parentheses (\"jsd vs zs\": the change in JSD, {DASH} without a zs run), best model run per "
+            "dataset in bold (never a reference predictor, never a row flagged ‡); ref_* rows are model-free "
+            "reference predictors; `dataset/subset` rows are the subsets. JSD is the Jensen–Shannon distance, "
+            f"base 2; its 95% CI is a percentile bootstrap over items ({N_BOOT:,} resamples) of per-item JSD "
+            f"averaged over seeds ({DASH} without per-item scores). pred_spread: mean JSD between each item's "
+            "prediction and the run's mean prediction (0: the same answer for every item).\n\n")
+
+
+def notes_md(notes: list[str]) -> str:
+    return "".join(f"- {n}\n" for n in notes)
+
+
+def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_records: int, summary: str,
+         table1_md: str, table1_notes: list[str], table2_md: str, paired_md: str, claims_md: str,
+         notes: list[str]) -> str:
+    parts = [f"# Results report ({split} split)\n",
+             f"{n_files} metrics files, {n_datasets} dataset(s), {n_runs} run(s), {n_run_records} training "
+             "run record(s). Tables as CSV/Markdown/LaTeX and figures as PNG/PDF lie next to this page.\n",
+             "Verdicts on the paper's claims (details below):\n", summary,
+             "## Table 1: datasets × methods\n", table1_head(split) + table1_md]
+    if table1_notes:
+        parts.append(notes_md(table1_notes))
+    parts += ["## Table 2: published numbers\n", table2_md,
+              "## Paired tests\n", paired_md,
+              "## The paper's claims\n", claims_md,
+              "## Figures\n"]
+    for stem, alt, caption in FIGURES:
+        parts += [caption + "\n", f"![{alt}]({stem}.png)\n", f"([PDF]({stem}.pdf))\n"]
+    if notes:
+        parts += ["## Notes\n", notes_md(notes)]
+    return "\n".join(parts)
