@@ -1,5 +1,6 @@
 # Shared helpers: config validation, paths, the run matrix.
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -21,18 +22,48 @@ def _effective_config_file():
     """The merged, validated config as one file the CLI reads.
 
     Snakemake merges config.yaml, --configfile overlays and --config values;
-    passing the merged result (content-addressed, written once) guarantees
-    every `shala` call sees exactly the config Snakemake validated.
+    passing the merged result guarantees every `shala` call sees exactly the
+    config Snakemake validated. Its path is fixed (rewritten only when the
+    content changes), so it is no rerun trigger: each rule's `params.slice`
+    (below) names the config values that rule reads, and only an edit of
+    those reruns it.
     """
     text = yaml.safe_dump(dict(config), sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = Path(RES) / ".config" / f"config-{digest}.yaml"
-    if not path.exists():
+    path = Path(RES) / ".config" / "config.yaml"
+    if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
         tmp.replace(path)
     return str(path)
+
+
+def _cfg_get(path):
+    node = config
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def config_slice(*paths):
+    """A `params` value: a digest of the config values a rule reads.
+
+    Paths are dotted keys and may name wildcards (`datasets.{dataset}.prompt`).
+    Params are a rerun trigger, so a job reruns when, and only when, one of
+    its own values changes: editing how predictions are scored reruns
+    evaluation and the report, editing a GRPO setting reruns training and
+    what follows, never data, the base model or the warm-up.
+    """
+
+    def digest(wildcards):
+        w = dict(wildcards.items())
+        picked = {p.format(**w): _cfg_get(p.format(**w)) for p in paths}
+        text = json.dumps(picked, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    return digest
 
 
 CONFIG_FILE = _effective_config_file()

@@ -9,6 +9,7 @@ rule fetch_data:
     params:
         out=lambda w, output: os.path.dirname(output[0]),
         config=CONFIG_FILE,
+        slice=config_slice("data_mirror", "datasets.{dataset}.mirror", "datasets.{dataset}.download"),
     conda:
         "../envs/shala.yaml"
     shell:
@@ -31,6 +32,9 @@ rule prepare:
         source=raw_dir,
         out=lambda w, output: os.path.dirname(output.stats),
         config=CONFIG_FILE,
+        slice=config_slice(
+            "split_seed", *(f"datasets.{{dataset}}.{k}" for k in ("adapter", "split", "options", "source"))
+        ),
     conda:
         "../envs/shala.yaml"
     shell:

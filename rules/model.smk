@@ -8,6 +8,7 @@ rule base_model:
         f"{RES}/logs/base_model/{{name}}.log",
     params:
         config=CONFIG_FILE,
+        slice=config_slice("model"),
     conda:
         "../envs/shala.yaml"
     shell:

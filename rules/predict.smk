@@ -14,6 +14,10 @@ rule predict:
         model=predict_model_ref,
         limit=limit_arg,
         config=CONFIG_FILE,
+        slice=config_slice(
+            "model.dtype", "model.component", "datasets.{dataset}.prompt",
+            "evaluation.max_new_tokens", "evaluation.limit",
+        ),
     threads: job_threads()
     resources:
         gpu=min(gpus(), 1),

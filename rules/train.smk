@@ -14,6 +14,9 @@ rule warmup_sft:
         out=lambda w, output: os.path.dirname(output[0]),
         model=base_model(),
         config=CONFIG_FILE,
+        slice=config_slice(
+            "model", "datasets.{dataset}.prompt", "training.warmup_sft", "training.freeze_unused_towers"
+        ),
         launcher=launcher(),
     threads: job_threads()
     resources:
@@ -41,6 +44,10 @@ rule train:
         model=base_model(),
         init=init_from_arg,
         config=CONFIG_FILE,
+        slice=config_slice(
+            "model", "datasets.{dataset}.prompt", "training.grpo", "training.warmup_sft",
+            "methods.{method}", "training.freeze_unused_towers",
+        ),
         launcher=launcher(),
     threads: job_threads()
     resources:

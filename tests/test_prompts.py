@@ -55,3 +55,20 @@ def test_bad_template_names_the_field():
     it = _item("chaosnli", ["a", "b"], {"premise": "P", "hypothesis": "H"})
     with pytest.raises(ConfigError, match="prompt.output"):
         render_prompt_text(it, {"target": "{premise}", "output": '{"a": float}'})
+
+
+def test_stop_token_ids_end_with_the_stop_string(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from shala.prompts import stop_token_ids, with_stop_ids
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert stop_token_ids(tok, {}) == []
+    ids = stop_token_ids(tok, {"stop_at": "}"})
+    assert ids and all(tok.decode([i]).endswith("}") for i in ids)
+    assert tok.convert_tokens_to_ids("}") in ids
+    others = set(tok.get_vocab().values()) - set(ids)
+    assert not any(tok.decode([i]).endswith("}") for i in others)
+    assert with_stop_ids(2, [5, 2, 7]) == [2, 5, 7] and with_stop_ids([1, 2], []) == [1, 2]
+    with pytest.raises(ConfigError, match="stop_at"):
+        stop_token_ids(tok, {"stop_at": "\u2603never"})

@@ -425,3 +425,25 @@ def test_packaged_literature_entries_cite_sources():
             assert e["js_base"] == ("e" if e["metric"] == "jsd_e" else 2)
     ro = {(e["benchmark"], e["metric"]): e["value"] for e in entries if e["model"] == "RoBERTa-large"}
     assert ro[("ChaosNLI-S", "jsd_e")] == 0.221 and ro[("ChaosNLI-M", "jsd_e")] == 0.3112
+
+
+def test_setup_section_states_prompt_prefix_and_settings():
+    from shala.report.load import RunRecord
+    from shala.report.page import setup_md
+
+    def rec(method, task):
+        data = {"kind": "grpo", "model_ref": "m", "response_prefix": ['{"entailment": '], "constrained": None,
+                "prompt": {"target": "P: {premise}\nH: {hypothesis}", "task": task},
+                "grpo_config": {"full": {"learning_rate": 5e-5, "max_steps": 24, "num_generations": 4,
+                                         "scale_rewards": "group"}},
+                "timing": {"seconds_per_step": 9.87}}
+        return RunRecord("chaosnli", method, 0, Path(f"x/{method}/seed0/run.json"), data, pd.DataFrame())
+
+    md = setup_md([rec("shala", "How many?")])
+    assert "| chaosnli | shala | 0 | grpo | m | 5e-05 | 24 | 4 |" in md
+    assert '`{"entailment": `' in md and "| 9.9 |" in md
+    assert "a compact prompt, not the paper's" in md
+    assert 'target: "P: {premise}\\nH: {hypothesis}"' in md
+    md = setup_md([rec("mls", "Given a premise and a hypothesis, predict the probability of the relationship")])
+    assert "the paper's prompt (Appendix D.3)" in md
+    assert "No training run records" in setup_md([])

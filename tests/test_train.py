@@ -240,7 +240,7 @@ def test_demo_prompt_parses_zero_shot_and_grpo_learns_from_it_smollm2(tmp_path):
     record = run_train(config, "chaosnli", "shala", 0, tmp_path / "data", str(model_dir), out, max_steps=2)
     run = read_json(out / "run.json")
     assert run["global_step"] == 2 == record["global_step"] and run["init_from"] is None
-    assert run["response_prefix"] == ['{"entailment": ']
+    assert run["response_prefix"] == ['{"entailment": '] and run["constrained"] is None
     assert run["grpo_config"]["full"]["gradient_checkpointing"] is False
     steps = _step_rows(out)
     assert [r["step"] for r in steps] == [1, 2]

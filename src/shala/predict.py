@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .constrained import constraint_settings, skeleton_processor
 from .errors import ConfigError, InputError
 from .items import subsample
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .parsing import parse_distribution
-from .prompts import full_answer, render_prompt_string, response_prefix
+from .prompts import full_answer, render_prompt_string, response_prefix, stop_token_ids, with_stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _encode(tokenizer, prompt: str) -> list[int]:
 
 def generate(model, tokenizer, prompts: Sequence[str], *,
              batch_size: int, max_new_tokens: int, progress: bool = True,
-             seed: int = 0) -> list[str]:
+             seed: int = 0, stop_ids: Sequence[int] = (), processor_factory=None) -> list[str]:
     """Greedy completions (special tokens stripped), one per rendered prompt
     string, in input order. Prompts are batched longest first: similar lengths share a
     batch (little padding) and an out-of-memory error shows up at once."""
@@ -52,6 +53,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *,
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"  # decoder-only generation needs left padding
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_ids = with_stop_ids(model.generation_config.eos_token_id or tokenizer.eos_token_id, list(stop_ids))
     encoded = [_encode(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[str | None] = [None] * len(encoded)
@@ -68,11 +70,12 @@ def generate(model, tokenizer, prompts: Sequence[str], *,
                                       padding=True, return_tensors="pt")
                 input_ids = batch["input_ids"].to(device)
                 attention_mask = batch["attention_mask"].to(device)
+                extra = {"logits_processor": [processor_factory()]} if processor_factory else {}
                 out = model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask,
+                    input_ids=input_ids, attention_mask=attention_mask, **extra,
                     max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                     temperature=None, top_p=None, top_k=None,
-                    use_cache=True, pad_token_id=pad_id)
+                    use_cache=True, pad_token_id=pad_id, eos_token_id=eos_ids)
                 new = out[:, input_ids.shape[1]:]
                 texts = tokenizer.batch_decode(new, skip_special_tokens=True)
                 for i, text in zip(idx, texts):
@@ -136,8 +139,13 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     prompts = [render_prompt_string(tokenizer, it, prompt_cfg) for it in items]
     prefixes = [response_prefix(prompt_cfg, it["labels"]) for it in items]
     t1 = time.perf_counter()
+    stop_ids = stop_token_ids(tokenizer, prompt_cfg)
+    constrained = constraint_settings(prompt_cfg, items[0]["labels"])
+    factory = (skeleton_processor(tokenizer, items[0]["labels"], constrained["max_digits"])
+               if constrained else None)
     completions = generate(model, tokenizer, prompts, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, progress=progress, seed=seed)
+                           max_new_tokens=max_new_tokens, progress=progress, seed=seed, stop_ids=stop_ids,
+                           processor_factory=factory)
     seconds = time.perf_counter() - t1
 
     rows = []
@@ -155,7 +163,9 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
         "model_ref": str(model_ref), "dataset": dataset, "split": split,
         "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "decoding": "greedy",
-        "response_prefix": sorted(set(prefixes)), "prompt": prompt_cfg,
+        "response_prefix": sorted(set(prefixes)), "stop_at": prompt_cfg.get("stop_at"),
+        "constrained": constrained,
+        "prompt": prompt_cfg,
         "parse_rate": parse_rate, "n_parsed": n_parsed,
         "seconds": round(seconds, 3), "load_seconds": round(load_s, 3),
         "items_per_s": round(len(rows) / seconds, 4) if seconds > 0 else None,

@@ -114,3 +114,25 @@ def render_prompt_string(tokenizer, item: dict[str, Any], prompt_cfg: dict[str, 
 def full_answer(prefix: str | None, completion: str) -> str:
     """What the parser reads: the response prefix plus the generated text."""
     return (prefix or "") + completion
+
+
+def stop_token_ids(tokenizer, prompt_cfg: dict[str, Any]) -> list[int]:
+    """Token ids that end the answer besides the end-of-turn token: every
+    vocabulary token whose text ends with ``prompt.stop_at`` (e.g. ``}``,
+    which closes the JSON answer). Generation then stops at the answer
+    instead of running on to the token limit; the same ids end GRPO rollouts
+    and greedy predictions. Empty when ``stop_at`` is not set."""
+    stop = prompt_cfg.get("stop_at")
+    if not stop:
+        return []
+    vocab = tokenizer.get_vocab()
+    ids = sorted(i for i in vocab.values() if tokenizer.decode([i]).endswith(stop))
+    if not ids:
+        raise ConfigError(f"prompt.stop_at {stop!r}: no token of the vocabulary ends with it")
+    return ids
+
+
+def with_stop_ids(eos_ids: int | list[int] | None, stop_ids: list[int]) -> list[int]:
+    """The model's end-of-sequence ids plus the stop ids, in order, no repeats."""
+    base = [] if eos_ids is None else [eos_ids] if isinstance(eos_ids, int) else list(eos_ids)
+    return list(dict.fromkeys(base + stop_ids))

@@ -472,6 +472,8 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     from transformers import set_seed
     from trl import GRPOTrainer
 
+    from .constrained import constrain_generate, constraint_settings
+    from .prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
 
     t0 = time.perf_counter()
@@ -489,6 +491,14 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     model, tokenizer = load_for_training(init_from or model_ref, component=component,
                                          freeze_towers=freeze_towers(config))
     train_ds = load_train_dataset(config, dataset, data_dir, tokenizer)
+    labels = train_ds[0]["labels"]
+    constrained = constraint_settings(prompt_config(config, dataset), labels)
+    if constrained:
+        constrain_generate(model, tokenizer, labels, constrained["max_digits"])
+    stop_ids = stop_token_ids(tokenizer, prompt_config(config, dataset))
+    if stop_ids:  # TRL ends (and masks) rollouts at every eos id the model declares
+        model.generation_config.eos_token_id = with_stop_ids(
+            model.generation_config.eos_token_id or tokenizer.eos_token_id, stop_ids)
 
     reward = RecordingReward(get_reward(spec["reward"]), args.num_generations)
     log_path = out_dir / TRAIN_LOG
@@ -514,6 +524,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
         "prompt": prompt_config(config, dataset), "response_prefix": sorted(set(train_ds["response_prefix"])),
+        "stop_at": prompt_config(config, dataset).get("stop_at"), "constrained": constrained,
         "grpo_config": config_record(args, requested), "notes": notes,
         "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,

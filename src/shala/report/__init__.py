@@ -105,6 +105,6 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
         split=split, n_files=len(records), n_datasets=len({r.dataset for r in records}),
         n_runs=len({r.run for r in records}), n_run_records=len(run_records), summary=C.summary_table(findings),
         table1_md=t1_md, table1_notes=t1_notes, table2_md=t2_md, paired_md=sig_md, claims_md=claims_md,
-        notes=notes))
+        notes=notes, setup=page.setup_md(run_records)))
     log.info("report: %d metrics files, %d run records -> %s", len(records), len(run_records), out)
     return [P[name] for name in OUTPUTS]

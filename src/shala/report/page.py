@@ -3,6 +3,8 @@ the figures, each section once."""
 
 from __future__ import annotations
 
+import json
+
 from .tables import DASH, N_BOOT
 
 FIGURES = (
@@ -33,11 +35,12 @@ def notes_md(notes: list[str]) -> str:
 
 def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_records: int, summary: str,
          table1_md: str, table1_notes: list[str], table2_md: str, paired_md: str, claims_md: str,
-         notes: list[str]) -> str:
+         notes: list[str], setup: str = "") -> str:
     parts = [f"# Results report ({split} split)\n",
              f"{n_files} metrics files, {n_datasets} dataset(s), {n_runs} run(s), {n_run_records} training "
              "run record(s). Tables as CSV/Markdown/LaTeX and figures as PNG/PDF lie next to this page.\n",
              "Verdicts on the paper's claims (details below):\n", summary,
+             "## Setup\n", setup or "No training run records were given.\n",
              "## Table 1: datasets × methods\n", table1_head(split) + table1_md]
     if table1_notes:
         parts.append(notes_md(table1_notes))
@@ -50,3 +53,45 @@ def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_record
     if notes:
         parts += ["## Notes\n", notes_md(notes)]
     return "\n".join(parts)
+
+
+# What the run records say of each training run, for the Setup section.
+SETUP_FIELDS = (("learning_rate", "lr"), ("max_steps", "steps"), ("num_generations", "rollouts"),
+                ("per_device_train_batch_size", "completions/step/device"), ("temperature", "temperature"),
+                ("max_completion_length", "max completion"), ("scale_rewards", "scale_rewards"),
+                ("loss_type", "loss"))
+PAPER_TASK_START = "Given a premise and a hypothesis, predict the probability"
+
+
+def setup_md(run_records: list) -> str:
+    """The training setup as the run records state it: model, prompt,
+    response prefix and decoding aids, GRPO/SFT settings per run. A reader
+    needs this before any number: a demo run is not the paper's setup."""
+    if not run_records:
+        return "No training run records were given.\n"
+    lines = ["| dataset | method | seed | kind | model | " + " | ".join(h for _, h in SETUP_FIELDS)
+             + " | response prefix | constrained | s/step |",
+             "|" + "---|" * (len(SETUP_FIELDS) + 8)]
+    prompts = {}
+    for r in run_records:
+        d = r.data
+        cfg = (d.get("grpo_config") or d.get("sft_config") or {}).get("full") or {}
+        vals = [str(cfg.get(k, DASH)) for k, _ in SETUP_FIELDS]
+        prefix = ", ".join(f"`{p}`" for p in d.get("response_prefix") or []) or "none"
+        spp = (d.get("timing") or {}).get("seconds_per_step")
+        lines.append(f"| {r.dataset} | {r.method} | {r.seed} | {d.get('kind', DASH)} | "
+                     f"{d.get('init_from') or d.get('model_ref', DASH)} | " + " | ".join(vals)
+                     + f" | {prefix} | {'yes' if d.get('constrained') else 'no'} | "
+                     + (f"{spp:.1f}" if isinstance(spp, (int, float)) else DASH) + " |")
+        if isinstance(d.get("prompt"), dict):
+            prompts.setdefault(r.dataset, d["prompt"])
+    out = ["Training runs as their run records state them (`run.json` beside each model):\n",
+           "\n".join(lines) + "\n"]
+    for ds, p in prompts.items():
+        task = str(p.get("task") or "")
+        kind = ("the paper's prompt (Appendix D.3)" if task.startswith(PAPER_TASK_START) or ds != "chaosnli"
+                else "a compact prompt, not the paper's (Appendix D.3; config.yaml has the paper's)")
+        body = "\n".join(f"    {k}: {json.dumps(v) if isinstance(v, str) and chr(10) in v else v}"
+                         for k, v in p.items() if v not in (None, "", {}))
+        out.append(f"Prompt of {ds}: {kind}, the same at training and evaluation:\n\n{body}\n")
+    return "\n".join(out)

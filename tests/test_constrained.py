@@ -1,0 +1,72 @@
+"""Constrained decoding (SPEC §4): the JSON skeleton is forced, numbers are free."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from shala.constrained import JSONSkeleton, constraint_settings, skeleton_processor
+from shala.errors import ConfigError
+from shala.parsing import parse_distribution
+
+LABELS = ["entailment", "neutral", "contradiction"]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+def _walk(tok, sk, rng, steps=40):
+    ids = []
+    for _ in range(steps):
+        allowed = sk.allowed(ids)
+        nxt = allowed[int(rng.integers(len(allowed)))]
+        ids.append(nxt)
+        if nxt == tok.eos_token_id:
+            break
+    return ids
+
+
+def test_every_constrained_answer_is_well_formed(tok):
+    import numpy as np
+
+    sk = JSONSkeleton(tok, LABELS, max_digits=3)
+    rng = np.random.default_rng(0)
+    n_parsed = 0
+    for _ in range(300):
+        ids = _walk(tok, sk, rng)
+        assert ids[-1] == tok.eos_token_id
+        text = '{"entailment": ' + tok.decode(ids[:-1])
+        numbers = [v.split(":")[-1].strip() for v in text.strip("{}").split(",")]
+        assert len(numbers) == 3 and all(n.isdigit() and len(n) <= 3 for n in numbers), text
+        assert all(n == "0" or not n.startswith("0") for n in numbers), text  # valid JSON numbers
+        res = parse_distribution(text, LABELS)
+        # only an all-zero answer fails to parse
+        assert res.ok or all(int(n) == 0 for n in numbers), text
+        n_parsed += res.ok
+    assert n_parsed > 250
+
+
+def test_processor_masks_all_but_the_allowed_tokens(tok):
+    proc = skeleton_processor(tok, LABELS)()
+    prompt = torch.tensor([[5, 6, 7]])
+    scores = torch.zeros(1, len(tok))
+    out = proc(prompt, scores)
+    allowed = torch.isfinite(out[0]).nonzero().flatten().tolist()
+    assert sorted(tok.decode([i]) for i in allowed) == list("0123456789")
+    comma = JSONSkeleton(tok, LABELS).pieces[1][0]
+    digit = tok.convert_tokens_to_ids("4")
+    out = proc(torch.tensor([[5, 6, 7, digit]]), torch.zeros(1, len(tok)))
+    assert comma in torch.isfinite(out[0]).nonzero().flatten().tolist()
+
+
+def test_settings_need_the_auto_prefix_and_whole_numbers():
+    assert constraint_settings({}, LABELS) is None
+    s = constraint_settings({"constrained": True, "response_prefix": "auto", "answer_scale": 100}, LABELS)
+    assert s["skeleton"] == '{"entailment": N, "neutral": N, "contradiction": N}'
+    with pytest.raises(ConfigError, match="response_prefix"):
+        constraint_settings({"constrained": True}, LABELS)
+    with pytest.raises(ConfigError, match="answer_scale"):
+        constraint_settings({"constrained": True, "response_prefix": "auto"}, LABELS)
