@@ -17,7 +17,51 @@ import torch
 
 from shala.items import normalised_entropy
 from shala.rewards import REWARDS
-from shala.train import compute_advantages
+
+
+# The advantage formula of TRL 1.16, replicated here to test what group and
+# batch scaling do to the SHALA weight (a test-only helper).
+def compute_advantages(rewards, num_generations: int, scale_rewards: str):
+    """GRPO advantages exactly as TRL 1.16 computes them for one reward function.
+
+    Replicates ``GRPOTrainer._generate_and_score_completions``
+    (trl/trainer/grpo_trainer.py, 1.16.0, lines 2762-2810, branch
+    ``multi_objective_aggregation="sum_then_normalize"``), which inlines it:
+
+        mean_g = nanmean(r.view(-1, G), dim=1).repeat_interleave(G)
+        std    = nanstd(r.view(-1, G), dim=1).repeat_interleave(G)   # "group"/"none"
+               | nanstd(r).expand_as(r)                              # "batch"
+        adv    = r - mean_g
+        adv    = adv / (std + 1e-4)          unless scale_rewards == "none"
+        adv    = nan_to_num(adv, nan=0.0)
+
+    ``nanstd`` (trl/trainer/utils.py:1021) is the Bessel-corrected
+    (unbiased) std. Note the batch variant still centres on the *group*
+    mean, and only the divisor changes. A zero-spread group (std 0) gets
+    advantage exactly 0 (numerator 0, divisor 1e-4), so it contributes no
+    policy gradient. Because of the 1e-4, group scaling cancels a
+    per-group factor h only approximately: adv(h·r) / adv(r) =
+    (std+1e-4)/(std+1e-4/h), i.e. a relative error below 1e-4·(1/h − 1)/std.
+    """
+    import torch
+
+    from trl.trainer.utils import nanstd
+
+    r = torch.as_tensor(rewards, dtype=torch.float32).flatten()
+    g = int(num_generations)
+    mean_g = torch.nanmean(r.view(-1, g), dim=1).repeat_interleave(g, dim=0)
+    if scale_rewards in ("group", "none"):
+        std = (nanstd(r.view(-1, g), dim=1).repeat_interleave(g, dim=0) if g > 1
+               else torch.zeros_like(r))
+    elif scale_rewards == "batch":
+        std = nanstd(r).expand_as(r) if r.numel() > 1 else torch.zeros_like(r)
+    else:
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', not {scale_rewards!r}")
+    adv = r - mean_g
+    if scale_rewards != "none":
+        adv = adv / (std + 1e-4)
+    return torch.nan_to_num(adv, nan=0.0)
+
 
 LABELS = ["entailment", "neutral", "contradiction"]
 G = 4
