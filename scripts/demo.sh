@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: SmolLM2-135M-Instruct (from its PyPI GGUF wheel) on 64 ChaosNLI
+# The demo: SmolLM2-135M-Instruct (from its PyPI GGUF wheel) on 128 ChaosNLI
 # test items, on CPU: prepare, zero-shot, three GRPO methods, evaluation,
 # report (results/demo/reports/report.md). Prints the wall time, install
 # included, then Table 1, the paired tests and what they say of the paper's

@@ -86,13 +86,10 @@ def generate(model, tokenizer, prompts: Sequence[str], *,
     return [r if r is not None else "" for r in results]
 
 
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
+def _versions() -> dict[str, str | None]:
+    from .harness import library_versions
 
-    from . import __version__
-    return {"shala": __version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
+    return {**library_versions(), "python": platform.python_version()}
 
 
 def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, model_ref: str,

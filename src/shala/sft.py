@@ -29,9 +29,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .jsonio import write_json
-from .train import (RUN_RECORD, _jsonable, adapt_to_device, apply_threads, cuda_available, device_name,
-                    freeze_towers, library_versions, load_for_training, load_train_items, method_spec, model_component,
-                    prompt_config)
+from .harness import (adapt_to_device, apply_threads, cuda_available, device_name, freeze_towers, jsonable,
+                      library_versions, load_for_training, model_component)
+from .train import RUN_RECORD, load_train_items, method_spec, prompt_config
 
 SFT_TARGET_DIGITS = 2
 # Fields of a method spec / training.warmup_sft that are not SFTConfig fields.
@@ -133,7 +133,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     train_seconds = time.perf_counter() - t_train
     trainer.save_model(str(out_dir))
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    full = _jsonable(args.to_dict())
+    full = jsonable(args.to_dict())
     steps = trainer.state.global_step
     record = {
         "kind": "sft", "dataset": dataset, "method": method or "warmup_sft", "seed": seed,
@@ -142,14 +142,14 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
         "prompt": prompt_cfg,
         "response_prefix": sorted({response_prefix(prompt_cfg, it["labels"]) for it in items}),
         "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
-                       "requested": _jsonable(requested)},
+                       "requested": jsonable(requested)},
         "notes": notes, "global_step": steps, "device": device_name(), "torch_threads": threads,
         "world_size": args.world_size, "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                    "seconds_per_step": train_seconds / steps if steps else None},
         "final_metrics": {"loss_first": losses[0] if losses else None,
                           "loss_last": losses[-1] if losses else None,
-                          "log_history": [_jsonable(r) for r in trainer.state.log_history]},
+                          "log_history": [jsonable(r) for r in trainer.state.log_history]},
     }
     if trainer.is_world_process_zero():  # save_model above runs on every process (ZeRO-3 gather)
         tokenizer.save_pretrained(str(out_dir))

@@ -25,8 +25,6 @@ Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .harness import (adapt_to_device, apply_threads, cuda_available, device_name, freeze_towers,  # noqa: F401
+                      jsonable, library_versions, load_for_training, model_component)
 from .jsonio import dumps_line, read_jsonl, write_json
+from .trainlog import (CHECKPOINTS, append_log, checkpoint_step, last_checkpoint, prepare_log,  # noqa: F401
+                       reward_summary)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ RECORDED_FIELDS = (
 # checkpoints (resuming needs only the last), log the first step, no
 # external trackers.
 EXTRA_DEFAULTS = {"save_total_limit": 2, "logging_first_step": True, "report_to": "none"}
-LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "shala")
-CHECKPOINTS = "checkpoints"
 TRAIN_LOG = "train_log.jsonl"
 RUN_RECORD = "run.json"
 
@@ -83,34 +83,6 @@ def grpo_settings(config: dict[str, Any], method: str, max_steps: int | None = N
     if missing:
         raise ConfigError(f"training.grpo: missing field(s) {missing} (SPEC §5 wants them explicit)")
     return settings
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Turn off bf16 without CUDA (CPU bf16 autocast is slow and not the
-    paper's setting); return the notes to record."""
-    notes = []
-    if settings.get("bf16") and not cuda_available():
-        settings = {**settings, "bf16": False}
-        notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")
-        log.warning(notes[-1])
-    return settings, notes
-
-
-def apply_threads(config: dict[str, Any]) -> int:
-    """Honour ``training.threads`` (CPU intra-op threads): on a shared CPU,
-    more threads than free cores makes torch spin and slows steps many-fold."""
-    import torch
-
-    threads = (config.get("training") or {}).get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    return torch.get_num_threads()
 
 
 def make_grpo_config(settings: dict[str, Any], out_dir: Path, seed: int):
@@ -265,149 +237,19 @@ def _step_log_callback(recorder: RecordingReward, log_path: Path):
             self._write(state, {"event": "step", "step": state.global_step, "seconds": secs, **stats})
 
         def on_log(self, args, state, control, logs=None, **kw):
-            self._write(state, {"event": "log", "step": state.global_step, **_jsonable(logs or {})})
+            self._write(state, {"event": "log", "step": state.global_step, **jsonable(logs or {})})
 
     return StepLog()
 
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    import math
-
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        elif not isinstance(v, (int, float, str, bool, type(None))):
-            v = str(v)
-        out[k] = v
-    return out
-
-
-# --------------------------------------------------------- checkpoints/log
-
-def last_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete ``checkpoints/checkpoint-N`` (None if none)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = Path(out_dir) / CHECKPOINTS
-    if not ckpt_dir.is_dir():
-        return None
-    last = get_last_checkpoint(str(ckpt_dir))
-    if last and (Path(last) / "trainer_state.json").is_file():
-        return Path(last)
-    return None
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    from .jsonio import read_json
-
-    return int(read_json(Path(ckpt) / "trainer_state.json")["global_step"])
-
-
-def prepare_log(log_path: Path, resume_step: int | None) -> None:
-    """Start a fresh log, or on resume drop the rows an interrupted run wrote
-    after its last checkpoint (they will be redone)."""
-    if resume_step is None or not log_path.is_file():
-        log_path.unlink(missing_ok=True)
-        return
-    rows = [r for r in read_jsonl(log_path) if r.get("step", 0) <= resume_step]
-    with log_path.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(dumps_line(r) + "\n")
-
-
-def append_log(log_path: Path, row: dict[str, Any]) -> None:
-    with log_path.open("a", encoding="utf-8") as fh:
-        fh.write(dumps_line(row) + "\n")
-
-
-def reward_summary(log_path: Path) -> dict[str, Any]:
-    """Mean reward / parse rate over the first and last steps of the whole
-    run (resumed parts included); the window is a tenth of the steps, >= 1."""
-    steps = {}
-    for r in read_jsonl(log_path):
-        if r.get("event") == "step" and r.get("reward_mean") is not None:
-            steps[r["step"]] = r  # a redone step replaces its earlier row
-    rows = [steps[k] for k in sorted(steps)]
-    if not rows:
-        return {"n_logged_steps": 0}
-    k = max(1, len(rows) // 10)
-
-    def mean(key, part):
-        vals = [r[key] for r in part if r.get(key) is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    first, last = rows[:k], rows[-k:]
-    return {"n_logged_steps": len(rows), "window_steps": k,
-            "reward_mean_first": mean("reward_mean", first), "reward_mean_last": mean("reward_mean", last),
-            "parse_rate_first": mean("parse_rate", first), "parse_rate_last": mean("parse_rate", last),
-            "zero_spread_frac_first": mean("zero_spread_frac", first),
-            "zero_spread_frac_last": mean("zero_spread_frac", last)}
-
-
 # --------------------------------------------------------------- model/run
-
-def library_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def load_for_training(ref: str | Path, component: str | None = None, freeze_towers: bool = True):
-    """Model (float32, as TRL itself loads string models) and tokenizer.
-
-    float32 master weights matter: at lr 1e-6 bf16 weights would swallow
-    the updates. Under DeepSpeed bf16 the engine casts. ``freeze_towers``
-    (config ``training.freeze_unused_towers``) freezes an Omni model's audio
-    and vision encoders, which text-only data never reaches.
-    """
-    from .models import load_model_and_tokenizer
-
-    return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True,
-                                    freeze_towers=freeze_towers)
-
-
-def freeze_towers(config: dict[str, Any]) -> bool:
-    return bool((config.get("training") or {}).get("freeze_unused_towers", True))
-
-
-def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
-    """config's ``model.component`` (the Omni thinker) when ``ref`` can hold
-    one; a local model directory of another type (a demo or test model run
-    under the paper config) is loaded whole."""
-    import json
-
-    component = (config.get("model") or {}).get("component")
-    cfg_file = Path(str(ref)) / "config.json"
-    if component and cfg_file.is_file():
-        model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type", "")
-        if "omni" not in model_type:
-            return None
-    return component
-
-
-def device_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        return f"cuda x{n} ({torch.cuda.get_device_name(0)})"
-    cpu = platform.processor() or platform.machine()
-    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-
 
 def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
     """All GRPOConfig fields as used (JSON-safe), the §5 fields apart, and
     what config asked for (before device adaptation, e.g. bf16)."""
-    full = _jsonable(args.to_dict())
+    full = jsonable(args.to_dict())
     return {"recorded": {f: full.get(f) for f in RECORDED_FIELDS}, "full": full,
-            "requested": _jsonable(requested)}
+            "requested": jsonable(requested)}
 
 
 def save_final(trainer, tokenizer, out_dir: Path) -> None:

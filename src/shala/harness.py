@@ -1,0 +1,116 @@
+"""The run harness shared by GRPO training, SFT and prediction: the device
+and threads a run uses, the library versions and JSON-safe values its run
+record holds, and how a model is loaded for training.
+
+Why one module: every run writes a record of what it did (config, versions,
+seed, device, timings) next to its outputs, and the three commands must
+record the same things the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "shala")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Turn off bf16 without CUDA (CPU bf16 autocast is slow and not the
+    paper's setting); return the notes to record."""
+    notes = []
+    if settings.get("bf16") and not cuda_available():
+        settings = {**settings, "bf16": False}
+        notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")
+        log.warning(notes[-1])
+    return settings, notes
+
+
+def apply_threads(config: dict[str, Any]) -> int:
+    """Honour ``training.threads`` (CPU intra-op threads): on a shared CPU,
+    more threads than free cores makes torch spin and slows steps many-fold."""
+    import torch
+
+    threads = (config.get("training") or {}).get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return f"cuda x{n} ({torch.cuda.get_device_name(0)})"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """A dict with non-finite floats as None and other objects as strings."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif not isinstance(v, (int, float, str, bool, type(None))):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def load_for_training(ref: str | Path, component: str | None = None, freeze_towers: bool = True):
+    """Model (float32, as TRL itself loads string models) and tokenizer.
+
+    float32 master weights matter: at lr 1e-6 bf16 weights would swallow
+    the updates. Under DeepSpeed bf16 the engine casts. ``freeze_towers``
+    (config ``training.freeze_unused_towers``) freezes an Omni model's audio
+    and vision encoders, which text-only data never reaches.
+    """
+    from .models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True,
+                                    freeze_towers=freeze_towers)
+
+
+def freeze_towers(config: dict[str, Any]) -> bool:
+    return bool((config.get("training") or {}).get("freeze_unused_towers", True))
+
+
+def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
+    """config's ``model.component`` (the Omni thinker) when ``ref`` can hold
+    one; a local model directory of another type (a demo or test model run
+    under the paper config) is loaded whole."""
+    import json
+
+    component = (config.get("model") or {}).get("component")
+    cfg_file = Path(str(ref)) / "config.json"
+    if component and cfg_file.is_file():
+        model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type", "")
+        if "omni" not in model_type:
+            return None
+    return component
