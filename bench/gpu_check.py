@@ -1,0 +1,181 @@
+"""GPU check of the paper's model architecture, with random weights (no
+download): Qwen2.5-Omni-7B's thinker built from the config shipped in the
+package (src/shala/data/qwen2_5_omni_7b_config.json), bf16, audio and
+vision towers frozen (text-only data gives them no gradient).
+
+Measures, and writes as JSON to OUTDIR/gpu_check.json:
+- (b) GRPO generation tokens/s: 16 rollouts x 128 sampled tokens after a
+  256-token prompt; one forward + backward over that GRPO batch (16 x 384
+  tokens, gradient checkpointing on, as TRL's default), and peak memory;
+- (c) `shala predict`-like greedy throughput, items/s at batch 16 and 64
+  (256-token prompts, 128 new tokens forced), against the HBM-bandwidth
+  bound of decoding: each decode step reads every weight once, so a step
+  takes at least bytes(weights) / bandwidth; the arithmetic is printed.
+
+Needs only torch and transformers (the GPU image has both). Part (a) of
+the project's GPU check (the tiny Omni thinker through accelerate + ZeRO-3
+GRPO) needs trl, datasets and deepspeed wheels and is not run here.
+
+    python bench/gpu_check.py OUTDIR [--hbm-tbs 4.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "src" / "shala" / "data" / "qwen2_5_omni_7b_config.json"
+TOWERS = ("audio_tower", "visual")
+
+
+def log(msg: str, fh) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    fh.write(line + "\n")
+    fh.flush()
+
+
+def shrink(d: dict) -> dict:
+    """The same architecture at toy size (``--tiny``: a CPU smoke run of this script)."""
+    t = d["text_config"]
+    t.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=4096)
+    t["rope_scaling"] = {**(t.get("rope_scaling") or {}), "mrope_section": [2, 3, 3]}
+    d["audio_config"].update(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                             output_dim=64)
+    d["vision_config"].update(hidden_size=32, depth=1, num_heads=2, intermediate_size=64, out_hidden_size=64,
+                              fullatt_block_indexes=[0])
+    return d
+
+
+def build(torch, device: str, tiny: bool):
+    import transformers
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    d = json.loads(CONFIG.read_text())["thinker_config"]
+    cfg = Qwen2_5OmniThinkerConfig.from_dict(shrink(d) if tiny else d)
+    transformers.set_seed(0)
+    with torch.device(device):
+        model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16)
+    for name, p in model.named_parameters():
+        if name.startswith(TOWERS) or ".audio_tower." in name or ".visual." in name:
+            p.requires_grad_(False)
+    return model, cfg
+
+
+def sync_time(torch, fn):
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outdir")
+    ap.add_argument("--hbm-tbs", type=float, default=None, help="HBM bandwidth in TB/s (default by GPU name)")
+    ap.add_argument("--tiny", action="store_true", help="toy-size model on the CPU: a smoke run of this script")
+    a = ap.parse_args()
+    import torch
+    import transformers
+
+    out = Path(a.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    fh = (out / "gpu_check.log").open("w", encoding="utf-8")
+    device = "cpu" if a.tiny else "cuda"
+    cuda = device == "cuda"
+    res: dict = {"python": platform.python_version(), "torch": torch.__version__,
+                 "transformers": transformers.__version__, "tiny": a.tiny,
+                 "gpu": torch.cuda.get_device_name(0) if cuda else None,
+                 "gpu_mem_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None}
+    log(f"{res}", fh)
+    gpu = res["gpu"] or ""
+    hbm = a.hbm_tbs or (4.8 if "H200" in gpu else 3.35 if "H100" in gpu else None)
+    t0 = time.perf_counter()
+    model, cfg = build(torch, device, a.tiny)
+    n_all = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    text = cfg.get_text_config()
+    res["build_s"] = round(time.perf_counter() - t0, 1)
+    res["params"] = {"total": n_all, "trainable": n_train, "frozen_towers": n_all - n_train}
+    log(f"built thinker: {n_all / 1e9:.3f}B params, trainable {n_train / 1e9:.3f}B, in {res['build_s']} s", fh)
+    vocab = text.vocab_size
+    g = torch.Generator(device=device).manual_seed(0)
+
+    # (b) generation: 16 rollouts x 128 tokens after a 256-token prompt
+    model.eval()
+    prompt = torch.randint(1000, vocab - 1000, (16, 256), device=device, generator=g)
+    gen_kw = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=128, min_new_tokens=128, do_sample=True,
+                  temperature=1.2, top_k=0, top_p=1.0, pad_token_id=0, use_cache=True)
+    with torch.no_grad():
+        model.generate(prompt[:2, :32], attention_mask=torch.ones_like(prompt[:2, :32]), max_new_tokens=4,
+                       pad_token_id=0)  # warm-up
+        seq, secs = sync_time(torch, lambda: model.generate(prompt, **gen_kw))
+    res["generation"] = {"rollouts": 16, "new_tokens": 128, "prompt_tokens": 256, "seconds": round(secs, 2),
+                         "tokens_per_s": round(16 * 128 / secs, 1)}
+    log(f"(b) generation: {res['generation']}", fh)
+
+    # (b) one forward + backward over the GRPO batch (16 x 384 tokens), checkpointing on
+    model.train()
+    model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    def fwd_bwd():
+        logits = model(input_ids=seq, logits_to_keep=129).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        loss = -logp.gather(-1, seq[:, -128:].unsqueeze(-1)).mean()
+        loss.backward()
+        return float(loss)
+
+    _, secs = sync_time(torch, fwd_bwd)
+    model.zero_grad(set_to_none=True)
+    _, secs2 = sync_time(torch, fwd_bwd)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    tokens = seq.numel()
+    res["forward_backward"] = {"tokens": tokens, "seconds_first": round(secs, 2), "seconds": round(secs2, 2),
+                               "tokens_per_s": round(tokens / secs2, 1), "peak_mem_gib": round(peak, 1) if peak is not None else None,
+                               "gradient_checkpointing": True}
+    log(f"(b) forward+backward: {res['forward_backward']}", fh)
+    model.zero_grad(set_to_none=True)
+    model.gradient_checkpointing_disable()
+    model.config.use_cache = True
+    model.eval()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    # (c) greedy prediction throughput at batch 16 and 64, against the HBM bound
+    text_bytes = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith(TOWERS)
+                         and ".audio_tower." not in n and ".visual." not in n)
+    res["predict"] = []
+    for bs in (16, 64):
+        p = torch.randint(1000, vocab - 1000, (bs, 256), device=device, generator=g)
+        kw = dict(attention_mask=torch.ones_like(p), max_new_tokens=128, min_new_tokens=128, do_sample=False,
+                  pad_token_id=0, use_cache=True)
+        with torch.no_grad():
+            _, secs = sync_time(torch, lambda: model.generate(p, **kw))
+        row = {"batch_size": bs, "seconds": round(secs, 2), "items_per_s": round(bs / secs, 2)}
+        if hbm:
+            step_s = text_bytes / (hbm * 1e12)
+            bound = bs / (128 * step_s)
+            row.update(hbm_tb_s=hbm, weight_bytes=text_bytes, min_decode_step_ms=round(step_s * 1e3, 2),
+                       bound_items_per_s=round(bound, 1), fraction_of_bound=round(row["items_per_s"] / bound, 3),
+                       arithmetic=f"{text_bytes / 1e9:.1f} GB / {hbm} TB/s = {step_s * 1e3:.2f} ms per decode step; "
+                                  f"{bs} items x 128 steps -> at most {bound:.1f} items/s (prefill ignored)")
+        res["predict"].append(row)
+        log(f"(c) predict: {row}", fh)
+    res["peak_mem_gib_overall"] = round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None
+    (out / "gpu_check.json").write_text(json.dumps(res, indent=2) + "\n")
+    log(f"done in {time.perf_counter() - t0:.0f} s", fh)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
