@@ -200,15 +200,22 @@ def level_order(levels: set[str]) -> list[str]:
     return sorted(levels)
 
 
+def parse_rows(rows: Sequence[dict[str, Any]]) -> list:
+    """Each row's completion parsed once (:func:`shala.parsing.parse_distribution`)."""
+    return [parse_distribution(r["completion"], r["labels"]) for r in rows]
+
+
 def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform", *,
-                  path: str = "<predictions>", lines: Sequence[int] | None = None) -> dict[str, Any]:
-    """Metrics JSON (SPEC §8) for prediction rows; validates all rows first."""
+                  path: str = "<predictions>", lines: Sequence[int] | None = None,
+                  results: Sequence | None = None) -> dict[str, Any]:
+    """Metrics JSON (SPEC §8) for prediction rows; validates all rows first.
+    ``results``: the rows' parses when the caller has them (:func:`parse_rows`)."""
     if on_parse_failure not in POLICIES:
         raise ConfigError(f"on_parse_failure must be one of {', '.join(POLICIES)}, not {on_parse_failure!r}")
     labels = validate_rows(rows, path=path, lines=lines)
     C = len(labels)
     human = np.array([r["dist"] for r in rows], dtype=np.float64)
-    results = [parse_distribution(r["completion"], labels) for r in rows]
+    results = parse_rows(rows) if results is None else results
     parsed = np.array([res.ok for res in results], dtype=bool)
     pred = np.array([res.dist if res.ok else np.full(C, 1.0 / C) for res in results], dtype=np.float64)
     sum_error = np.array([res.sum_error if res.ok else np.nan for res in results], dtype=np.float64)
@@ -238,7 +245,8 @@ def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "unifo
 ITEM_COLUMNS = ("id", "subset", "ambiguity", "majority", "pred_label", "parsed", "scored", "jsd", "bc")
 
 
-def item_scores(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform") -> list[dict[str, Any]]:
+def item_scores(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform",
+                results: Sequence | None = None) -> list[dict[str, Any]]:
     """Per-item scores (for paired tests and box plots in the report).
 
     Rows must already be validated (see :func:`evaluate_rows`). Failed
@@ -247,10 +255,9 @@ def item_scores(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform
     ``exclude``.
     """
     out = []
-    for r in rows:
+    for r, res in zip(rows, parse_rows(rows) if results is None else results):
         labels = r["labels"]
         C = len(labels)
-        res = parse_distribution(r["completion"], labels)
         scored = res.ok or on_parse_failure == "uniform"
         q = res.dist if res.ok else np.full(C, 1.0 / C)
         p = np.asarray(r["dist"], dtype=np.float64)
@@ -287,8 +294,11 @@ def run_evaluate(predictions: Path, out: Path, on_parse_failure: str = "uniform"
     """
     located = read_located(predictions)
     rows = [row for _, row in located]
-    metrics = evaluate_rows(rows, on_parse_failure, path=str(predictions), lines=[ln for ln, _ in located])
+    lines = [ln for ln, _ in located]
+    labels = validate_rows(rows, path=str(predictions), lines=lines)  # before parsing: clear errors first
+    results = [parse_distribution(r["completion"], labels) for r in rows]  # once for both outputs
+    metrics = evaluate_rows(rows, on_parse_failure, path=str(predictions), lines=lines, results=results)
     if items_out is not None:
-        write_text(items_out, _items_csv(item_scores(rows, on_parse_failure)))
+        write_text(items_out, _items_csv(item_scores(rows, on_parse_failure, results)))
     write_json(out, metrics)
     return metrics
