@@ -205,17 +205,24 @@ def parse_rows(rows: Sequence[dict[str, Any]]) -> list:
     return [parse_distribution(r["completion"], r["labels"]) for r in rows]
 
 
-def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform", *,
-                  path: str = "<predictions>", lines: Sequence[int] | None = None,
-                  results: Sequence | None = None) -> dict[str, Any]:
-    """Metrics JSON (SPEC §8) for prediction rows; validates all rows first.
-    ``results``: the rows' parses when the caller has them (:func:`parse_rows`)."""
+def _check_policy(on_parse_failure: str) -> None:
     if on_parse_failure not in POLICIES:
         raise ConfigError(f"on_parse_failure must be one of {', '.join(POLICIES)}, not {on_parse_failure!r}")
+
+
+def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform", *,
+                  path: str = "<predictions>", lines: Sequence[int] | None = None) -> dict[str, Any]:
+    """Metrics JSON (SPEC §8) for prediction rows; validates all rows first."""
+    _check_policy(on_parse_failure)
     labels = validate_rows(rows, path=path, lines=lines)
+    return _metrics(rows, labels, parse_rows(rows), on_parse_failure)
+
+
+def _metrics(rows: Sequence[dict[str, Any]], labels: list[str], results: Sequence,
+             on_parse_failure: str) -> dict[str, Any]:
+    """Metrics of validated rows from their parses (:func:`parse_rows`)."""
     C = len(labels)
     human = np.array([r["dist"] for r in rows], dtype=np.float64)
-    results = parse_rows(rows) if results is None else results
     parsed = np.array([res.ok for res in results], dtype=bool)
     pred = np.array([res.dist if res.ok else np.full(C, 1.0 / C) for res in results], dtype=np.float64)
     sum_error = np.array([res.sum_error if res.ok else np.nan for res in results], dtype=np.float64)
@@ -294,10 +301,10 @@ def run_evaluate(predictions: Path, out: Path, on_parse_failure: str = "uniform"
     """
     located = read_located(predictions)
     rows = [row for _, row in located]
-    lines = [ln for ln, _ in located]
-    labels = validate_rows(rows, path=str(predictions), lines=lines)  # before parsing: clear errors first
-    results = [parse_distribution(r["completion"], labels) for r in rows]  # once for both outputs
-    metrics = evaluate_rows(rows, on_parse_failure, path=str(predictions), lines=lines, results=results)
+    _check_policy(on_parse_failure)
+    labels = validate_rows(rows, path=str(predictions), lines=[ln for ln, _ in located])
+    results = parse_rows(rows)  # once, for the metrics and the per-item scores
+    metrics = _metrics(rows, labels, results, on_parse_failure)
     if items_out is not None:
         write_text(items_out, _items_csv(item_scores(rows, on_parse_failure, results)))
     write_json(out, metrics)

@@ -289,11 +289,12 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     model, tokenizer = load_for_training(init_from or model_ref, component=component,
                                          freeze_towers=freeze_towers(config))
     train_ds = load_train_dataset(config, dataset, data_dir, tokenizer)
+    prompt_cfg = prompt_config(config, dataset)
     labels = train_ds[0]["labels"]
-    constrained = constraint_settings(prompt_config(config, dataset), labels)
+    constrained = constraint_settings(prompt_cfg, labels)
     if constrained:
         constrain_generate(model, tokenizer, labels, constrained["max_digits"])
-    stop_ids = stop_token_ids(tokenizer, prompt_config(config, dataset))
+    stop_ids = stop_token_ids(tokenizer, prompt_cfg)
     if stop_ids:  # TRL ends (and masks) rollouts at every eos id the model declares
         model.generation_config.eos_token_id = with_stop_ids(
             model.generation_config.eos_token_id or tokenizer.eos_token_id, stop_ids)
@@ -321,8 +322,8 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
         "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
-        "prompt": prompt_config(config, dataset), "response_prefix": sorted(set(train_ds["response_prefix"])),
-        "stop_at": prompt_config(config, dataset).get("stop_at"), "constrained": constrained,
+        "prompt": prompt_cfg, "response_prefix": sorted(set(train_ds["response_prefix"])),
+        "stop_at": prompt_cfg.get("stop_at"), "constrained": constrained,
         "grpo_config": config_record(args, requested), "notes": notes,
         "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,
