@@ -24,6 +24,13 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# The download runs where Snakemake runs (on a cluster: the login node, as
+# compute nodes often have no internet); every other job may be submitted.
+localrules:
+    all,
+    fetch_data,
+
+
 rule all:
     default_target: True
     input:

@@ -9,8 +9,12 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
+from shala.baselines import REFERENCE_PREDICTORS, applies_to
+from shala.config import check_registries
+
 
 validate(config, schema="../src/shala/schemas/config.schema.json")
+check_registries(config)  # adapter, reward and reference-predictor names against the code registries
 
 RES = config["results"]
 SEEDS = config["seeds"]
@@ -137,6 +141,29 @@ def gpus():
     return int(config["training"].get("gpus", 0))
 
 
+# Per-job cluster resources by role (SLURM through profiles/slurm; a local
+# run constrains only `gpu`); defaults from the schema (config `cluster`).
+SCHEMA_FILE = Path(workflow.basedir) / "src" / "shala" / "schemas" / "config.schema.json"
+_CLUSTER_SCHEMA = json.loads(SCHEMA_FILE.read_text())["properties"]["cluster"]["properties"]
+
+
+def cluster_resources(role, gpu=0):
+    """Snakemake resources of the jobs of one role, from config `cluster`:
+    memory and time, the partition (gpu_partition when the job takes GPUs)
+    and the account. The SLURM executor maps them to sbatch --mem, -t, -p,
+    -A, and the `gpu` resource to --gpus."""
+    c = config.get("cluster") or {}
+    given = (c.get("jobs") or {}).get(role) or {}
+    job = {k: given.get(k, v["default"])
+           for k, v in _CLUSTER_SCHEMA["jobs"]["properties"][role]["properties"].items()}
+    part = "gpu_partition" if gpu else "cpu_partition"
+    res = {"gpu": gpu, "mem_mb": job["mem_mb"], "runtime": job["runtime"],
+           "slurm_partition": c.get(part, _CLUSTER_SCHEMA[part]["default"])}
+    if c.get("account"):
+        res["slurm_account"] = c["account"]
+    return res
+
+
 def launcher():
     """`accelerate launch` with the ZeRO-3 config for multi-GPU, plain python otherwise."""
     n = gpus()
@@ -180,6 +207,11 @@ def limit_arg(w):
     return f"--limit {lim}" if lim else ""
 
 
+def references(ds):
+    """The configured reference predictors that exist for this dataset."""
+    return [r for r in REFERENCE if applies_to(r, config["datasets"][ds]["adapter"])]
+
+
 def final_outputs():
     out = []
     for ds in DATASETS:
@@ -187,9 +219,7 @@ def final_outputs():
         for split in SPLITS:
             for m in METHODS:
                 out += expand(f"{RES}/metrics/{ds}/{m}/seed{{seed}}/{split}.json", seed=method_seeds(m))
-            for ref in REFERENCE:
-                if ref == "old_labels" and config["datasets"][ds]["adapter"] != "chaosnli":
-                    continue
+            for ref in references(ds):
                 out.append(f"{RES}/metrics/{ds}/ref_{ref}/seed{config['split_seed']}/{split}.json")
     out.append(f"{RES}/reports/table1.md")
     return out
@@ -208,9 +238,7 @@ def report_metrics(wildcards=None):
     for ds in DATASETS:
         for m in METHODS:
             out += [f"{RES}/metrics/{ds}/{m}/seed{s}/{REPORT_SPLIT}.json" for s in method_seeds(m)]
-        for ref in REFERENCE:
-            if ref == "old_labels" and config["datasets"][ds]["adapter"] != "chaosnli":
-                continue
+        for ref in references(ds):
             out.append(f"{RES}/metrics/{ds}/ref_{ref}/seed{config['split_seed']}/{REPORT_SPLIT}.json")
     return out
 
@@ -242,4 +270,4 @@ wildcard_constraints:
     method="|".join(sorted(config["methods"], key=len, reverse=True)),
     seed=r"\d+",
     split="train|validation|test",
-    predictor="uniform|prior|majority|old_labels",
+    predictor="|".join(REFERENCE_PREDICTORS),

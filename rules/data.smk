@@ -10,6 +10,8 @@ rule fetch_data:
         out=lambda w, output: os.path.dirname(output[0]),
         config=CONFIG_FILE,
         slice=config_slice("data_mirror", "datasets.{dataset}.mirror", "datasets.{dataset}.download"),
+    resources:
+        **cluster_resources("light"),
     conda:
         "../envs/shala.yaml"
     shell:
@@ -35,6 +37,8 @@ rule prepare:
         slice=config_slice(
             "split_seed", *(f"datasets.{{dataset}}.{k}" for k in ("adapter", "split", "options", "source"))
         ),
+    resources:
+        **cluster_resources("light"),
     conda:
         "../envs/shala.yaml"
     shell:

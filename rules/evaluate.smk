@@ -11,6 +11,8 @@ rule evaluate:
         f"{RES}/logs/evaluate/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.log",
     params:
         policy=config["evaluation"]["on_parse_failure"],
+    resources:
+        **cluster_resources("light"),
     conda:
         "../envs/shala.yaml"
     shell:

@@ -9,6 +9,8 @@ rule base_model:
     params:
         config=CONFIG_FILE,
         slice=config_slice("model"),
+    resources:
+        **cluster_resources("light"),
     conda:
         "../envs/shala.yaml"
     shell:

@@ -15,12 +15,12 @@ rule predict:
         limit=limit_arg,
         config=CONFIG_FILE,
         slice=config_slice(
-            "model.dtype", "model.component", "datasets.{dataset}.prompt",
+            "model.dtype", "model.component", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only",
             "evaluation.max_new_tokens", "evaluation.limit",
         ),
     threads: job_threads()
     resources:
-        gpu=min(gpus(), 1),
+        **cluster_resources("predict", min(gpus(), 1)),
     conda:
         "../envs/shala.yaml"
     shell:
@@ -42,6 +42,8 @@ rule reference_predictor:
         data=lambda w, input: os.path.dirname(input.data),
         source=raw_dir,
         limit=limit_arg,
+    resources:
+        **cluster_resources("light"),
     conda:
         "../envs/shala.yaml"
     shell:

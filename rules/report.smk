@@ -15,6 +15,8 @@ rule report:
         out=lambda w, output: os.path.dirname(output[0]),
         split=REPORT_SPLIT,
         config=report_config_file(),
+    resources:
+        **cluster_resources("light"),
     conda:
         "../envs/shala.yaml"
     shell:

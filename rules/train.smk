@@ -20,7 +20,7 @@ rule warmup_sft:
         launcher=launcher(),
     threads: job_threads()
     resources:
-        gpu=gpus(),
+        **cluster_resources("train", gpus()),
     conda:
         "../envs/shala.yaml"
     shell:
@@ -45,13 +45,13 @@ rule train:
         init=init_from_arg,
         config=CONFIG_FILE,
         slice=config_slice(
-            "model", "datasets.{dataset}.prompt", "training.grpo", "training.warmup_sft",
+            "model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.grpo", "training.warmup_sft",
             "methods.{method}", "training.freeze_unused_towers",
         ),
         launcher=launcher(),
     threads: job_threads()
     resources:
-        gpu=gpus(),
+        **cluster_resources("train", gpus()),
     conda:
         "../envs/shala.yaml"
     shell:

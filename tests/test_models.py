@@ -11,6 +11,7 @@ from shala.errors import ConfigError, ShalaError
 from shala.models import (DEFAULT_GGUF_FILE, base_model_name, check_local_model, fetch_model,
                           load_model_and_tokenizer, resolve_model_ref)
 from shala.tiny import build_tiny_model
+from shala.tiny_omni import build_tiny_omni
 
 MSGS = [{"role": "user", "content": 'Premise: a\nHypothesis: b\n{"entailment": 0.5}'}]
 
@@ -104,60 +105,7 @@ def test_missing_local_model_is_not_a_hub_lookup(tmp_path):
 
 # ------------------------------------------------------------ Qwen2.5-Omni
 
-OMNI_SPECIALS = ["<|AUDIO|>", "<|IMAGE|>", "<|VIDEO|>", "<|audio_bos|>", "<|audio_eos|>",
-                 "<|vision_bos|>", "<|vision_eos|>"]
-
-
-def build_tiny_omni(out_dir: Path, *, full: bool, seed: int = 0):
-    """A tiny random Qwen2.5-Omni in seconds: the full checkpoint layout
-    (``model_type`` qwen2_5_omni, weights under ``thinker.``; no talker) or
-    a thinker saved alone (qwen2_5_omni_thinker, as a warm-up run saves it).
-    Like the hub repo, the tokenizer has no chat template: it is in the
-    processor's chat_template.json. Returns (directory, the thinker's state
-    dict as built)."""
-    import torch
-    import transformers
-    from transformers import (Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration,
-                              Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration)
-
-    from shala.tiny import CHATML_TEMPLATE, build_tokenizer
-
-    tok = build_tokenizer()
-    tok.add_tokens(OMNI_SPECIALS, special_tokens=True)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in OMNI_SPECIALS}
-    thinker = dict(
-        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": [2, 3, 3]},
-                         tie_word_embeddings=False),
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
-                          num_mel_bins=16, max_source_positions=100, n_window=10, output_dim=64),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                           fullatt_block_indexes=[0]),
-        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
-        video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
-        audio_end_token_id=ids["<|audio_eos|>"], vision_start_token_id=ids["<|vision_bos|>"],
-        vision_end_token_id=ids["<|vision_eos|>"],
-        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=False)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the default talker config's token ids
-    try:
-        torch.manual_seed(seed)
-        if full:
-            model = Qwen2_5OmniForConditionalGeneration(
-                Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False))
-        else:
-            model = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**thinker))
-        model.save_pretrained(out_dir, safe_serialization=True)
-        state = (model.thinker if full else model).state_dict()
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    tok.chat_template = None
-    tok.save_pretrained(out_dir)
-    (Path(out_dir) / "chat_template.json").write_text(json.dumps({"chat_template": CHATML_TEMPLATE}))
-    return Path(out_dir), state
+# build_tiny_omni lives in tests/tiny_omni.py (shared with test_omni_audio.py)
 
 
 @pytest.fixture(scope="module")

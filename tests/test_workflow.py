@@ -48,6 +48,36 @@ def test_schema_errors_name_the_field():
         validate(cfg)
 
 
+@pytest.mark.parametrize("field,value,msg", [
+    ("datasets.chaosnli.adapter", "chaos", "field 'datasets.chaosnli.adapter': unknown adapter 'chaos'; known: chaosnli"),
+    ("methods.mls.reward", "mlss", "field 'methods.mls.reward': unknown reward 'mlss'; known: mls"),
+    ("reference_predictors", ["uniform", "oracle"], "field 'reference_predictors.1': unknown reference predictor"),
+])
+def test_registry_names_are_checked_by_cli_and_workflow(tmp_path, field, value, msg):
+    """Adapter, reward and reference-predictor names are keys of code
+    registries (not schema enums): both the CLI and the DAG refuse a typo,
+    naming the field and the known names."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    node = cfg
+    *parents, last = field.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        validate(cfg)
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    r = _smk("-n", "--configfile", str(f), "--config", f"results={tmp_path}/res")
+    assert r.returncode != 0 and msg in r.stdout + r.stderr
+
+
+def test_reference_predictors_and_their_datasets():
+    from shala.baselines import REFERENCE_PREDICTORS, applies_to
+
+    assert [n for n in REFERENCE_PREDICTORS if applies_to(n, "goemotions")] == ["uniform", "prior", "majority"]
+    assert all(applies_to(n, "chaosnli") for n in REFERENCE_PREDICTORS)
+
+
 def test_lint_is_clean():
     r = _smk("--lint")
     assert r.returncode == 0, r.stdout + r.stderr

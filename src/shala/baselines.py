@@ -90,6 +90,14 @@ REFERENCE_PREDICTORS: dict[str, Predictor] = {
     "majority": predict_majority,
     "old_labels": predict_old_labels,
 }
+# predictors that exist only for some dataset adapters (the workflow skips
+# them elsewhere); the rest apply to every dataset
+ADAPTERS_OF: dict[str, set[str]] = {"old_labels": {"chaosnli"}}
+
+
+def applies_to(name: str, adapter: str) -> bool:
+    """Whether reference predictor `name` can run on a dataset of this adapter."""
+    return adapter in ADAPTERS_OF.get(name, {adapter})
 
 
 def _read_items(path: Path) -> list[dict[str, Any]]:

@@ -51,7 +51,29 @@ def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
     for name in config.get("run_methods", []):
         if name not in config["methods"]:
             raise ConfigError(f"{where}: field 'run_methods': unknown method {name!r}")
+    check_registries(config, where)
     return config
+
+
+def check_registries(config: dict[str, Any], where: str = "config") -> None:
+    """Names that must be keys of a code registry (the schema leaves them
+    open, so a new adapter, reward or reference predictor is added in code
+    alone): datasets.*.adapter, methods.*.reward, reference_predictors."""
+    from .adapters import ADAPTERS
+    from .baselines import REFERENCE_PREDICTORS
+    from .rewards import REWARDS
+
+    def check(field: str, name: Any, registry: dict[str, Any], what: str) -> None:
+        if name not in registry:
+            raise ConfigError(f"{where}: field '{field}': unknown {what} {name!r}; known: {', '.join(registry)}")
+
+    for ds, d in (config.get("datasets") or {}).items():
+        check(f"datasets.{ds}.adapter", d.get("adapter"), ADAPTERS, "adapter")
+    for m, d in (config.get("methods") or {}).items():
+        if d.get("trainer") == "grpo":
+            check(f"methods.{m}.reward", d.get("reward"), REWARDS, "reward")
+    for i, name in enumerate(config.get("reference_predictors") or []):
+        check(f"reference_predictors.{i}", name, REFERENCE_PREDICTORS, "reference predictor")
 
 
 def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:

@@ -28,9 +28,13 @@ def cuda_available() -> bool:
 
 
 def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Turn off bf16 without CUDA (CPU bf16 autocast is slow and not the
-    paper's setting); return the notes to record."""
+    """Without CUDA: turn off bf16 (CPU bf16 autocast is slow and not the
+    paper's setting), and set use_cpu, without which transformers ignores a
+    torchrun launch on CPU (each rank then trains alone instead of DDP over
+    gloo). Return the notes to record."""
     notes = []
+    if not cuda_available():
+        settings = {**settings, "use_cpu": True}
     if settings.get("bf16") and not cuda_available():
         settings = {**settings, "bf16": False}
         notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")
@@ -114,3 +118,23 @@ def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
         if "omni" not in model_type:
             return None
     return component
+
+
+def checkpoint_policy(config: dict[str, Any]) -> str:
+    """What happens to ``out_dir/checkpoints`` once run.json is written."""
+    keep = (config.get("training") or {}).get("keep_checkpoints", False)
+    return "kept (training.keep_checkpoints)" if keep else "removed once run.json was written"
+
+
+def clean_checkpoints(out_dir: Path, config: dict[str, Any]) -> bool:
+    """Remove ``out_dir/checkpoints`` after a finished run (call it after
+    run.json is written): they exist to resume an interrupted run, and a
+    ZeRO-3 checkpoint of the 7B thinker is ~125 GB. The final weights in
+    ``out_dir`` stay. Returns whether anything was removed."""
+    import shutil
+
+    ckpt = Path(out_dir) / "checkpoints"
+    if (config.get("training") or {}).get("keep_checkpoints", False) or not ckpt.exists():
+        return False
+    shutil.rmtree(ckpt)
+    return True

@@ -5,6 +5,11 @@ model, the prompts and ``max_new_tokens``. We batch with left padding and
 sort prompts by length to cut padding, then restore the input order. Raw
 completions are stored next to the parsed distribution so metrics can be
 recomputed (or the parser changed) without re-running the model.
+
+Speech + text (an Omni model on items with audio, dataset not
+``text_only``): the prompts hold the audio placeholder, each batch's audio
+is featurised and its placeholders expanded (:mod:`shala.audio`), and the
+features go to ``generate`` with the token ids, as in GRPO training.
 """
 
 from __future__ import annotations
@@ -41,10 +46,13 @@ def _encode(tokenizer, prompt: str) -> list[int]:
 
 def generate(model, tokenizer, prompts: Sequence[str], *,
              batch_size: int, max_new_tokens: int, progress: bool = True,
-             seed: int = 0, stop_ids: Sequence[int] = (), processor_factory=None) -> list[str]:
+             seed: int = 0, stop_ids: Sequence[int] = (), processor_factory=None,
+             audio=None, audio_paths: Sequence[str] | None = None) -> list[str]:
     """Greedy completions (special tokens stripped), one per rendered prompt
     string, in input order. Prompts are batched longest first: similar lengths share a
-    batch (little padding) and an out-of-memory error shows up at once."""
+    batch (little padding) and an out-of-memory error shows up at once.
+    ``audio`` (:class:`shala.audio.AudioFeatures`) with ``audio_paths``: one
+    clip per prompt; its length (25 tokens a second) counts in the order."""
     import torch
     from tqdm.auto import tqdm
 
@@ -55,7 +63,14 @@ def generate(model, tokenizer, prompts: Sequence[str], *,
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = with_stop_ids(model.generation_config.eos_token_id or tokenizer.eos_token_id, list(stop_ids))
     encoded = [_encode(tokenizer, p) for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    lengths = [len(e) for e in encoded]
+    if audio is not None:
+        from .audio import audio_seconds
+
+        if audio_paths is None or len(audio_paths) != len(prompts):
+            raise ConfigError("generate: audio needs one audio path per prompt")
+        lengths = [n + 25 * audio_seconds(p) for n, p in zip(lengths, audio_paths)]
+    order = sorted(range(len(encoded)), key=lambda i: -lengths[i])
     results: list[str | None] = [None] * len(encoded)
     device = next(model.parameters()).device
     was_training = model.training
@@ -66,11 +81,14 @@ def generate(model, tokenizer, prompts: Sequence[str], *,
                                           disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]},
-                                      padding=True, return_tensors="pt")
+                ids = [encoded[i] for i in idx]
+                extra = {"logits_processor": [processor_factory()]} if processor_factory else {}
+                if audio is not None:
+                    ids, features = audio.prepare(ids, [audio_paths[i] for i in idx])
+                    extra.update({k: v.to(device) for k, v in features.items()})
+                batch = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
                 input_ids = batch["input_ids"].to(device)
                 attention_mask = batch["attention_mask"].to(device)
-                extra = {"logits_processor": [processor_factory()]} if processor_factory else {}
                 out = model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, **extra,
                     max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
@@ -109,6 +127,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     """
     import torch
 
+    from .audio import audio_features_for
     from .models import load_model_and_tokenizer
 
     if dataset not in config.get("datasets", {}):
@@ -133,7 +152,8 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
                                                 component=model_cfg.get("component"),
                                                 device=device)
     load_s = time.perf_counter() - t0
-    prompts = [render_prompt_string(tokenizer, it, prompt_cfg) for it in items]
+    audio = audio_features_for(config["datasets"][dataset], model, items, model_ref)
+    prompts = [render_prompt_string(tokenizer, it, prompt_cfg, audio=audio is not None) for it in items]
     prefixes = [response_prefix(prompt_cfg, it["labels"]) for it in items]
     t1 = time.perf_counter()
     stop_ids = stop_token_ids(tokenizer, prompt_cfg)
@@ -142,7 +162,8 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
                if constrained else None)
     completions = generate(model, tokenizer, prompts, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, progress=progress, seed=seed, stop_ids=stop_ids,
-                           processor_factory=factory)
+                           processor_factory=factory, audio=audio,
+                           audio_paths=[it["inputs"]["audio"] for it in items] if audio else None)
     seconds = time.perf_counter() - t1
 
     rows = []
@@ -161,7 +182,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
         "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "decoding": "greedy",
         "response_prefix": sorted(set(prefixes)), "stop_at": prompt_cfg.get("stop_at"),
-        "constrained": constrained,
+        "constrained": constrained, "audio": audio is not None,
         "prompt": prompt_cfg,
         "parse_rate": parse_rate, "n_parsed": n_parsed,
         "seconds": round(seconds, 3), "load_seconds": round(load_s, 3),

@@ -61,8 +61,8 @@ def _format(template: str, labels: Sequence[str], where: str) -> str:
         raise ConfigError(f"prompt.{where}: bad template ({exc}); write literal braces as {{{{ }}}}") from None
 
 
-def render_prompt_text(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
-    """The user message for ``item``: four parts separated by blank lines."""
+def _sections(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> list[str]:
+    """Background, target, task and output constraints of ``item`` (stripped)."""
     labels = item["labels"]
     inputs = item.get("inputs", {})
     target_tpl = prompt_cfg.get("target")
@@ -79,16 +79,37 @@ def render_prompt_text(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
         lines = [f"- {lab}: {definitions[lab]}" if definitions.get(lab) else f"- {lab}" for lab in labels]
         task += "\n" + "\n".join(lines)
     output = _format(prompt_cfg.get("output") or DEFAULT_OUTPUT, labels, "output")
-    parts = [(prompt_cfg.get("background") or "").strip(), target.strip(), task, output.strip()]
-    return "\n\n".join(p for p in parts if p)
+    return [(prompt_cfg.get("background") or "").strip(), target.strip(), task, output.strip()]
 
 
-def render_messages(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> list[dict[str, str]]:
-    """Chat messages for ``item`` (an optional system message, one user turn)."""
-    messages = []
+def render_prompt_text(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
+    """The user message for ``item``: four parts separated by blank lines."""
+    return "\n\n".join(p for p in _sections(item, prompt_cfg) if p)
+
+
+def render_messages(item: dict[str, Any], prompt_cfg: dict[str, Any], *,
+                    audio: bool = False) -> list[dict[str, Any]]:
+    """Chat messages for ``item`` (an optional system message, one user turn).
+
+    With ``audio`` the user turn is a list of parts: the background, then
+    the item's ``inputs.audio`` as an audio part (the Omni chat template
+    writes its placeholder tokens there), then the target (the transcript)
+    and the rest, so the model hears the utterance right before reading it.
+    """
+    messages: list[dict[str, Any]] = []
     if prompt_cfg.get("system"):
         messages.append({"role": "system", "content": prompt_cfg["system"]})
-    messages.append({"role": "user", "content": render_prompt_text(item, prompt_cfg)})
+    if not audio:
+        messages.append({"role": "user", "content": render_prompt_text(item, prompt_cfg)})
+        return messages
+    path = (item.get("inputs") or {}).get("audio")
+    if not path:
+        raise InputError(f"item {item.get('id')!r} has no inputs.audio", field="inputs.audio")
+    background, *rest = _sections(item, prompt_cfg)
+    parts = [{"type": "text", "text": background + "\n\n"}] if background else []
+    parts += [{"type": "audio", "audio": str(path)},
+              {"type": "text", "text": "\n" + "\n\n".join(p for p in rest if p)}]
+    messages.append({"role": "user", "content": parts})
     return messages
 
 
@@ -101,12 +122,13 @@ def response_prefix(prompt_cfg: dict[str, Any], labels: Sequence[str]) -> str:
     return str(prefix)
 
 
-def render_prompt_string(tokenizer, item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
+def render_prompt_string(tokenizer, item: dict[str, Any], prompt_cfg: dict[str, Any], *,
+                         audio: bool = False) -> str:
     """The model input: chat template applied, assistant turn opened, and the
-    response prefix written."""
+    response prefix written (``audio``: see :func:`render_messages`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the tokenizer has no chat template; prompts are chat messages (SPEC §4)")
-    text = tokenizer.apply_chat_template(render_messages(item, prompt_cfg), tokenize=False,
+    text = tokenizer.apply_chat_template(render_messages(item, prompt_cfg, audio=audio), tokenize=False,
                                          add_generation_prompt=True)
     return text + response_prefix(prompt_cfg, item["labels"])
 

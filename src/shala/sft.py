@@ -19,6 +19,11 @@ the completion is the rest of the target answer: ``format_distribution(labels,
 dist, 2)``, or whole numbers out of 100 when the prompt asks for counts
 (``prompt.answer_scale: 100``);
 ``completion_only_loss=True`` puts the loss on the answer only.
+
+SFT is text-only (TRL's ``SFTTrainer`` has no audio path): on an Omni
+model with audio items it trains on the transcript and says so in the
+record's notes; the output keeps the source's audio feature extractor, so
+GRPO and prediction from it can still feed audio.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .jsonio import write_json
-from .harness import (adapt_to_device, apply_threads, cuda_available, device_name, freeze_towers, jsonable,
-                      library_versions, load_for_training, model_component)
+from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints, cuda_available,
+                      device_name, freeze_towers, jsonable, library_versions, load_for_training, model_component)
 from .train import RUN_RECORD, load_train_items, method_spec, prompt_config
 
 SFT_TARGET_DIGITS = 2
@@ -110,6 +115,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     from transformers import set_seed
     from trl import SFTTrainer
 
+    from .audio import audio_in_play, has_audio_tower, save_feature_extractor
     from .prompts import response_prefix
 
     t0 = time.perf_counter()
@@ -126,6 +132,8 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     component = model_component(config, model_ref)
     model, tokenizer = load_for_training(model_ref, component=component, freeze_towers=freeze_towers(config))
     train_ds = Dataset.from_list(sft_rows(items, prompt_cfg, tokenizer))
+    if audio_in_play(config.get("datasets", {}).get(dataset, {}), model, items):
+        notes = [*notes, "SFT saw the transcripts only (no audio path in SFTTrainer)"]
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer)
     t_train = time.perf_counter()
@@ -151,7 +159,11 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
                           "loss_last": losses[-1] if losses else None,
                           "log_history": [jsonable(r) for r in trainer.state.log_history]},
     }
+    record["checkpoints"] = checkpoint_policy(config)
     if trainer.is_world_process_zero():  # save_model above runs on every process (ZeRO-3 gather)
         tokenizer.save_pretrained(str(out_dir))
+        if has_audio_tower(model):
+            save_feature_extractor(model_ref, out_dir)
         write_json(out_dir / RUN_RECORD, record)
+        clean_checkpoints(out_dir, config)
     return record

@@ -15,7 +15,11 @@ Why this module exists rather than a bare TRL script:
   normalisation), into ``train_log.jsonl`` and the trainer logs;
 - an interrupted run resumes from its last checkpoint when rerun with the
   same ``out_dir``; ``run.json`` is written last, atomically, and serves as
-  the Snakemake output marker.
+  the Snakemake output marker;
+- speech + text: when the dataset's items carry audio and the model is an
+  Omni model (and the dataset is not ``text_only``), prompts hold the audio
+  and :class:`shala.audio_grpo.AudioGRPOTrainer` feeds it to generation and
+  to the loss; otherwise TRL's own trainer runs, unchanged.
 
 Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
 (final weights), ``checkpoints/checkpoint-N/``, ``train_log.jsonl``,
@@ -25,15 +29,15 @@ Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .harness import (adapt_to_device, apply_threads, cuda_available, device_name, freeze_towers,  # noqa: F401
-                      jsonable, library_versions, load_for_training, model_component)
+from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints,  # noqa: F401
+                      cuda_available, device_name, freeze_towers, jsonable, library_versions, load_for_training,
+                      model_component)
 from .jsonio import dumps_line, read_jsonl, write_json
 from .trainlog import (CHECKPOINTS, append_log, checkpoint_step, last_checkpoint, prepare_log,  # noqa: F401
                        reward_summary)
@@ -99,20 +103,24 @@ def make_grpo_config(settings: dict[str, Any], out_dir: Path, seed: int):
 
 # ---------------------------------------------------------------------- data
 
-def train_rows(items: Sequence[dict[str, Any]], prompt_cfg: dict[str, Any], tokenizer) -> list[dict[str, Any]]:
+def train_rows(items: Sequence[dict[str, Any]], prompt_cfg: dict[str, Any], tokenizer, *,
+               audio: bool = False) -> list[dict[str, Any]]:
     """Standard-format (string) prompts plus the columns the rewards read.
 
     The string is the chat-templated prompt with the response prefix
     written (:func:`shala.prompts.render_prompt_string`), exactly what
     ``shala predict`` feeds the model; the ``response_prefix`` column lets
-    the reward parse prefix + completion.
+    the reward parse prefix + completion. With ``audio`` the prompt holds
+    the audio placeholder and an ``audio`` column the path
+    (:mod:`shala.audio_grpo` feeds it).
     """
     from .prompts import render_prompt_string, response_prefix
 
-    return [{"id": str(it["id"]), "prompt": render_prompt_string(tokenizer, it, prompt_cfg),
+    return [{"id": str(it["id"]), "prompt": render_prompt_string(tokenizer, it, prompt_cfg, audio=audio),
              "response_prefix": response_prefix(prompt_cfg, it["labels"]),
              "labels": list(it["labels"]), "dist": [float(x) for x in it["dist"]],
-             "entropy_norm": float(it["entropy_norm"])} for it in items]
+             "entropy_norm": float(it["entropy_norm"]),
+             **({"audio": str(it["inputs"]["audio"])} if audio else {})} for it in items]
 
 
 def prompt_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -130,11 +138,13 @@ def load_train_items(data_dir: Path) -> list[dict[str, Any]]:
     return items
 
 
-def load_train_dataset(config: dict[str, Any], dataset: str, data_dir: Path, tokenizer):
-    """``data_dir/train.jsonl`` as a ``datasets.Dataset`` of :func:`train_rows`."""
+def load_train_dataset(config: dict[str, Any], dataset: str, data_dir: Path, tokenizer, *,
+                       items: Sequence[dict[str, Any]] | None = None, audio: bool = False):
+    """``data_dir/train.jsonl`` (or ``items``) as a ``datasets.Dataset`` of :func:`train_rows`."""
     from datasets import Dataset
 
-    return Dataset.from_list(train_rows(load_train_items(data_dir), prompt_config(config, dataset), tokenizer))
+    items = load_train_items(data_dir) if items is None else items
+    return Dataset.from_list(train_rows(items, prompt_config(config, dataset), tokenizer, audio=audio))
 
 
 # ------------------------------------------------------------ reward stats
@@ -252,11 +262,16 @@ def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
             "requested": jsonable(requested)}
 
 
-def save_final(trainer, tokenizer, out_dir: Path) -> None:
-    """Final weights (safetensors) + tokenizer + generation config in out_dir."""
+def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None) -> None:
+    """Final weights (safetensors) + tokenizer + generation config in out_dir,
+    and an Omni ``source``'s audio feature extractor (so the result hears too)."""
+    from .audio import has_audio_tower, save_feature_extractor
+
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir))
+        if source is not None and has_audio_tower(trainer.model):
+            save_feature_extractor(source, out_dir)
 
 
 def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data_dir: Path,
@@ -270,6 +285,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     from transformers import set_seed
     from trl import GRPOTrainer
 
+    from .audio import audio_features_for
     from .constrained import constrain_generate, constraint_settings
     from .prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
@@ -288,7 +304,11 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     component = None if init_from else model_component(config, model_ref)
     model, tokenizer = load_for_training(init_from or model_ref, component=component,
                                          freeze_towers=freeze_towers(config))
-    train_ds = load_train_dataset(config, dataset, data_dir, tokenizer)
+    items = load_train_items(data_dir)
+    # speech + text (MSP-Podcast on an Omni model) unless the dataset is text_only
+    audio = audio_features_for(config.get("datasets", {}).get(dataset, {}), model, items,
+                               init_from or model_ref)
+    train_ds = load_train_dataset(config, dataset, data_dir, tokenizer, items=items, audio=audio is not None)
     prompt_cfg = prompt_config(config, dataset)
     labels = train_ds[0]["labels"]
     constrained = constraint_settings(prompt_cfg, labels)
@@ -309,19 +329,21 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
                  else {"event": "start"})
         append_log(log_path, {**event, "step": resume_step or 0, "method": method, "seed": seed})
     step_log = _step_log_callback(reward, log_path)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
-                          processing_class=tokenizer, callbacks=[step_log])
+    trainer_cls, extra = (GRPOTrainer, {}) if audio is None else (_audio_trainer(), {"audio": audio})
+    trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
+                          processing_class=tokenizer, callbacks=[step_log], **extra)
 
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_seconds = time.perf_counter() - t_train
-    save_final(trainer, tokenizer, out_dir)
+    save_final(trainer, tokenizer, out_dir, source=init_from or model_ref)
 
     steps_run = trainer.state.global_step - (resume_step or 0)
     record = {
         "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
         "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
+        "audio": audio is not None,
         "prompt": prompt_cfg, "response_prefix": sorted(set(train_ds["response_prefix"])),
         "stop_at": prompt_cfg.get("stop_at"), "constrained": constrained,
         "grpo_config": config_record(args, requested), "notes": notes,
@@ -334,13 +356,17 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
                    "step_seconds": step_log.step_seconds},
         "final_metrics": {},
     }
+    record["checkpoints"] = checkpoint_policy(config)
     if main_process:
         append_log(log_path, {"event": "end", "step": trainer.state.global_step})
         record["final_metrics"] = reward_summary(log_path)
         write_json(out_dir / RUN_RECORD, record)
+        clean_checkpoints(out_dir, config)
     return record
 
 
-def clean_checkpoints(out_dir: Path) -> None:
-    """Remove ``out_dir/checkpoints`` (after a finished run, to save space)."""
-    shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)
+def _audio_trainer():
+    from .audio_grpo import AudioGRPOTrainer
+
+    return AudioGRPOTrainer
+
