@@ -164,6 +164,15 @@ def cluster_resources(role, gpu=0):
     return res
 
 
+def preflight(config_file):
+    """GPU training first runs `shala preflight` (launch config, per-GPU
+    memory; exit 3 when the run will not fit), into the job's log; CPU
+    training has nothing to check."""
+    if gpus() == 0:
+        return ""
+    return f"shala preflight --config {shlex.quote(config_file)} --gpus {gpus()} &&"
+
+
 def launcher():
     """`accelerate launch` with the ZeRO-3 config for multi-GPU, plain python otherwise."""
     n = gpus()

@@ -18,15 +18,16 @@ rule warmup_sft:
             "model", "datasets.{dataset}.prompt", "training.warmup_sft", "training.freeze_unused_towers"
         ),
         launcher=launcher(),
+        preflight=preflight(CONFIG_FILE),
     threads: job_threads()
     resources:
         **cluster_resources("train", gpus()),
     conda:
         "../envs/shala.yaml"
     shell:
-        "{params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        "({params.preflight} {params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --data {params.data} --model {params.model} --out {params.out}"
-        " --threads {threads} --config {params.config} > {log} 2>&1"
+        " --threads {threads} --config {params.config}) > {log} 2>&1"
 
 
 rule train:
@@ -49,12 +50,13 @@ rule train:
             "methods.{method}", "training.freeze_unused_towers",
         ),
         launcher=launcher(),
+        preflight=preflight(CONFIG_FILE),
     threads: job_threads()
     resources:
         **cluster_resources("train", gpus()),
     conda:
         "../envs/shala.yaml"
     shell:
-        "{params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
+        "({params.preflight} {params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
-        " --out {params.out} --threads {threads} --config {params.config} > {log} 2>&1"
+        " --out {params.out} --threads {threads} --config {params.config}) > {log} 2>&1"

@@ -102,6 +102,21 @@ def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
             assert f"{tmp_path}/res/metrics/{ds}/{m}/seed0/test.json" in r.stdout
 
 
+def test_gpu_training_runs_preflight_first(tmp_path):
+    """On GPUs each training job checks launch config and memory before
+    `accelerate launch` (a run that cannot fit stops in seconds, not after
+    loading 8.9 B parameters); CPU training has nothing to check."""
+    r = _smk("-n", "-p", "--config", f"results={tmp_path}/res")
+    cmds = [line.removeprefix("Shell command: ") for line in r.stdout.splitlines()
+            if " train --dataset " in line or " sft --dataset " in line]
+    assert cmds and all(c.startswith(f"(shala preflight --config {tmp_path}/res/.config/config.yaml --gpus 2 && "
+                                     "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2")
+                        for c in cmds)
+    r = _smk("-n", "-p", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
+    cmds = [line for line in r.stdout.splitlines() if " train --dataset " in line]
+    assert len(cmds) == 3 and not any("preflight" in c or "accelerate" in c for c in cmds)
+
+
 def test_seeds_and_msp_source_extend_the_matrix(tmp_path):
     overlay = tmp_path / "more.yaml"
     overlay.write_text(yaml.safe_dump({
