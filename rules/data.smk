@@ -13,7 +13,7 @@ rule fetch_data:
     resources:
         **cluster_resources("light"),
     conda:
-        "../envs/shala.yaml"
+        "../envs/light.yaml"
     shell:
         "shala fetch-data {wildcards.dataset} --out {params.out} --config {params.config} > {log} 2>&1"
 
@@ -40,7 +40,7 @@ rule prepare:
     resources:
         **cluster_resources("light"),
     conda:
-        "../envs/shala.yaml"
+        "../envs/light.yaml"
     shell:
         "shala prepare {wildcards.dataset} --source {params.source} --out {params.out}"
         " --config {params.config} > {log} 2>&1"

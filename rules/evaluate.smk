@@ -14,7 +14,7 @@ rule evaluate:
     resources:
         **cluster_resources("light"),
     conda:
-        "../envs/shala.yaml"
+        "../envs/light.yaml"
     shell:
         "shala evaluate --predictions {input} --out {output.metrics} --items-out {output.per_item}"
         " --on-parse-failure {params.policy} > {log} 2>&1"

@@ -12,6 +12,6 @@ rule base_model:
     resources:
         **cluster_resources("light"),
     conda:
-        "../envs/shala.yaml"
+        "../envs/model.yaml"
     shell:
         "shala fetch-model --out {output} --config {params.config} > {log} 2>&1"

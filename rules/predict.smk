@@ -22,7 +22,7 @@ rule predict:
     resources:
         **cluster_resources("predict", min(gpus(), 1)),
     conda:
-        "../envs/shala.yaml"
+        "../envs/model.yaml"
     shell:
         "shala predict --dataset {wildcards.dataset} --data {params.data} --model {params.model}"
         " --split {wildcards.split} --out {output} {params.limit} --threads {threads}"
@@ -45,7 +45,7 @@ rule reference_predictor:
     resources:
         **cluster_resources("light"),
     conda:
-        "../envs/shala.yaml"
+        "../envs/light.yaml"
     shell:
         "shala baseline {wildcards.predictor} --data {params.data} --split {wildcards.split}"
         " --out {output} --source {params.source} {params.limit} > {log} 2>&1"

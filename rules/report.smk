@@ -18,7 +18,7 @@ rule report:
     resources:
         **cluster_resources("light"),
     conda:
-        "../envs/shala.yaml"
+        "../envs/light.yaml"
     shell:
         "shala report --metrics {input.metrics} --runs {input.runs} --split {params.split}"
         " --out {params.out} --config {params.config} > {log} 2>&1"

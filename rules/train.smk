@@ -23,7 +23,7 @@ rule warmup_sft:
     resources:
         **cluster_resources("train", gpus()),
     conda:
-        "../envs/shala.yaml"
+        "../envs/model.yaml"
     shell:
         "({params.preflight} {params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --data {params.data} --model {params.model} --out {params.out}"
@@ -55,7 +55,7 @@ rule train:
     resources:
         **cluster_resources("train", gpus()),
     conda:
-        "../envs/shala.yaml"
+        "../envs/model.yaml"
     shell:
         "({params.preflight} {params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
