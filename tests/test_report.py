@@ -76,7 +76,7 @@ def build_tree(root, datasets=DATASETS, runs=RUNS, seeds=SEEDS, items=True, **kw
     return paths
 
 
-def write_runs(root, datasets, methods, seeds=SEEDS, n_steps=30, scale=None):
+def write_runs(root, datasets, methods, seeds=SEEDS, n_steps=30, scale=None, prompts=None):
     """Run records models/{dataset}/{method}/seed{seed}/run.json with a train_log.jsonl."""
     paths = []
     for dataset in datasets:
@@ -85,8 +85,10 @@ def write_runs(root, datasets, methods, seeds=SEEDS, n_steps=30, scale=None):
                 d = root / "models" / dataset / method / f"seed{seed}"
                 d.mkdir(parents=True)
                 sr = (scale or {}).get(method, "group")
+                full = {"generation_batch_size": 4 * (prompts or {}).get(method, 2), "num_generations": 4}
                 (d / "run.json").write_text(json.dumps({"method": method, "seed": seed,
-                                                        "grpo_config": {"recorded": {"scale_rewards": sr}}}))
+                                                        "grpo_config": {"recorded": {"scale_rewards": sr},
+                                                                        "full": full}}))
                 log = [{"event": "start", "step": 0}]
                 log += [{"event": "step", "step": s, "reward_mean": 0.3 + 0.01 * s * (k + 1) + 0.02 * seed,
                          "parse_rate": min(1.0, 0.5 + 0.02 * s), "zero_spread_frac": 0.4 - 0.01 * s}
@@ -324,6 +326,13 @@ def test_claims_support_and_refute_constructed_metrics(tmp_path):
                runs=[p for p in recs if "shala_batch" not in str(p)], config={"run_methods": list(runs)})
     c3 = pd.read_csv(out2 / "claims.csv", keep_default_na=False).set_index(["claim", "dataset"]).loc[(3, "chaosnli")]
     assert c3.verdict == "cannot tell" and "group" in c3.reason
+    # one prompt per generation batch: batch scaling is group scaling, the weight cancels again
+    out3 = tmp_path / "r3"
+    recs1 = write_runs(tmp_path / "one", ["chaosnli"], ["mls", "shala_no_ambi", "shala", "shala_batch"], seeds=(0,),
+                       scale={"shala_batch": "batch"}, prompts={"shala_batch": 1})
+    run_report([p for p in metrics if "toy" not in str(p)], out3, runs=recs1, config={"run_methods": list(runs)})
+    c3 = pd.read_csv(out3 / "claims.csv", keep_default_na=False).set_index(["claim", "dataset"]).loc[(3, "chaosnli")]
+    assert c3.verdict == "cannot tell" and "holds one prompt" in c3.reason
 
 
 def test_parse_flagged_zs_is_never_best_and_constant_answer_is_flagged(tmp_path):

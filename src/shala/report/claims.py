@@ -105,6 +105,10 @@ class Facts:
                          if r.dataset == ds and r.method == method and r.scale_rewards is not None})
         return values[0] if len(values) == 1 else ("mixed: " + ", ".join(values) if values else None)
 
+    def prompts_per_batch(self, ds: str, method: str) -> int | None:
+        values = {r.prompts_per_batch for r in self.runs if r.dataset == ds and r.method == method}
+        return values.pop() if len(values) == 1 else None
+
     def spread_notes(self, ds: str, runs: list[str]) -> str:
         hits = [r for r in runs if self.has(ds, r) and self.agg.loc[(ds, r), "item_independent"]]
         return "".join(f" Note: {r} gives an item-independent answer (pred_spread {self.v(ds, r, 'pred_spread'):.3f}):"
@@ -197,6 +201,10 @@ def claim3(f: Facts, ds: str) -> Finding:
                                         "measures run-to-run variation, not the weight; measure shala_batch")
         return Finding(3, ds, "cannot tell", reason, text)
     jdir, sr = results[primary]
+    if sr == "batch" and f.prompts_per_batch(ds, primary) == 1:
+        return Finding(3, ds, "cannot tell", f"{primary}'s generation batch holds one prompt, so batch scaling "
+                       "normalises over that prompt's group alone: the weight cancels as under group scaling "
+                       "(run with several prompts per generation batch to test it)", text)
     if sr is None or sr.startswith("mixed"):
         return Finding(3, ds, "cannot tell", f"scale_rewards of {primary} is {sr or 'not recorded (no run record)'}",
                        text)

@@ -237,6 +237,14 @@ class RunRecord:
     def scale_rewards(self) -> str | None:
         return ((self.data.get("grpo_config") or {}).get("recorded") or {}).get("scale_rewards")
 
+    @property
+    def prompts_per_batch(self) -> int | None:
+        """Prompts per generation batch (TRL normalises batch-scaled rewards
+        over it): with one, batch scaling is group scaling."""
+        full = (self.data.get("grpo_config") or {}).get("full") or {}
+        gen, k = full.get("generation_batch_size"), full.get("num_generations")
+        return gen // k if gen and k else None
+
 
 def read_steps(path: Path) -> pd.DataFrame:
     """``"event": "step"`` rows of a training log (the last row of a step
