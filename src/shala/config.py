@@ -96,11 +96,6 @@ def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
     return validate(merged, where=" + ".join(names) or "config")
 
 
-def default_config_path() -> Path:
-    """config.yaml of the checkout we run from (cwd), for the CLI default."""
-    return Path("config.yaml")
-
-
 def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     try:
         return config["datasets"][dataset]
@@ -108,9 +103,3 @@ def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
         known = ", ".join(config.get("datasets", {}))
         raise ConfigError(f"unknown dataset {dataset!r}; configured: {known}") from None
 
-
-def method_cfg(config: dict[str, Any], method: str) -> dict[str, Any]:
-    try:
-        return config["methods"][method]
-    except KeyError:
-        raise ConfigError(f"unknown method {method!r}; configured: {', '.join(config['methods'])}") from None

@@ -31,8 +31,6 @@ from .metrics import jsd
 from .parsing import parse_distribution
 from .prompts import full_answer
 
-REWARD_COLUMNS = ("labels", "dist", "entropy_norm", "response_prefix")
-
 
 def completion_text(completion: Any) -> str:
     """Text of a completion in TRL's standard or conversational format."""

@@ -17,7 +17,7 @@ Small, pure numpy/scipy functions used by :mod:`shala.report`:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,9 +79,6 @@ class PairedResult:
     ci_hi: float
     statistic: float    # Wilcoxon signed-rank statistic (nan when undefined)
     p_value: float      # two-sided; 1.0 when all differences are zero
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def paired_test(a, b, n_boot: int = 10000, alpha: float = 0.05, seed: int = 0) -> PairedResult:
