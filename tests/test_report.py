@@ -191,9 +191,11 @@ def test_table1_md_bold_is_best_model_run(report):
     for dataset in DATASETS:
         means = {run: np.mean([metrics_json(root, dataset, run, s)["overall"]["jsd"] for s in SEEDS])
                  for run in RUNS if not run.startswith("ref_")}
-        bold = [r[1] for r in body if r[0] == dataset and r[jcol].startswith("**")]
-        assert bold == [min(means, key=means.get)]
-        zs_row = next(r for r in body if r[0] == dataset and r[1] == "zs")
+        uniform = metrics_json(root, dataset, "ref_uniform", 0)["overall"]["jsd"]
+        eligible = {run: m for run, m in means.items() if m <= uniform}  # ¶ rows are never bold in JSD
+        bold = [r[1].split()[0] for r in body if r[0] == dataset and r[jcol].startswith("**")]
+        assert bold == ([min(eligible, key=eligible.get)] if eligible else [])
+        zs_row = next(r for r in body if r[0] == dataset and r[1].split()[0] == "zs")
         assert zs_row[header.index("jsd vs zs")] == "–"
         assert re.fullmatch(r"\[\d\.\d{4}, \d\.\d{4}\]", zs_row[header.index("jsd 95% CI")])
     tex = (out / "table1.tex").read_text()
@@ -369,6 +371,29 @@ def test_parse_flagged_zs_is_never_best_and_constant_answer_is_flagged(tmp_path)
     assert (out / "fig_training.png").stat().st_size > 0 and (out / "fig_training.pdf").is_file()
 
 
+def test_run_worse_than_uniform_is_flagged_and_never_bold_in_jsd(tmp_path):
+    """A model run whose mean JSD is above ref_uniform's is flagged ¶ and is
+    not the bold JSD/BC row even when it is the lowest-JSD model row: a 1/C
+    answer for every item does better."""
+    data = {"flat": (NLI, (None,), "entropy", 100)}
+    runs = {"zs": lambda d, rng, i: np.array([0.7, 0.2, 0.1]),          # constant and skewed
+            "mls": lambda d, rng, i: np.array([0.98, 0.01, 0.01]),      # worse still
+            "ref_uniform": RUNS["ref_uniform"]}
+    metrics = build_tree(tmp_path, datasets=data, runs=runs, seeds=(0,))
+    out = tmp_path / "r"
+    run_report(metrics, out, runs=[], config={"run_methods": ["zs", "mls"]})
+    t1 = pd.read_csv(out / "table1.csv").set_index("run")
+    assert t1.loc["zs", "jsd_mean"] > t1.loc["ref_uniform", "jsd_mean"]
+    assert bool(t1.loc["zs", "below_uniform"]) and bool(t1.loc["mls", "below_uniform"])
+    assert not bool(t1.loc["ref_uniform", "below_uniform"])
+    header, body = md_rows((out / "table1.md").read_text())
+    labels = {r[1].split()[0]: r[1] for r in body}
+    assert labels["zs"].endswith("¶") and labels["mls"].endswith("¶") and labels["ref_uniform"] == "ref_uniform"
+    for metric in ("jsd", "bc", "kl"):
+        assert not any(r[header.index(metric)].startswith("**") for r in body), metric
+    assert "answering 1/C for every item does better" in (out / "report.md").read_text()
+
+
 def test_missing_pieces(tmp_path):
     # only a reference predictor and a method without zs, no items files, no literature
     metrics = build_tree(tmp_path / "m", datasets={"toy": DATASETS["toy"]},
@@ -456,3 +481,20 @@ def test_setup_section_states_prompt_prefix_and_settings():
     md = setup_md([rec("mls", "Given a premise and a hypothesis, predict the probability of the relationship")])
     assert "the paper's prompt (Appendix D.3)" in md
     assert "No training run records" in setup_md([])
+
+
+def test_identical_training_curves_are_named():
+    from shala.report.figures import STEP_FIELDS, identical_curves
+
+    rows = []
+    for method, bump in (("shala", 0.0), ("shala_batch", 0.0), ("mls", 0.1)):
+        for seed in (0, 1):
+            for step in (1, 2, 3):
+                rows.append({"dataset": "chaosnli", "method": method, "seed": seed, "step": step,
+                             **{f: 0.1 * step + 0.01 * seed + bump for f in STEP_FIELDS}})
+    notes = identical_curves(pd.DataFrame(rows), ["mls", "shala", "shala_batch"])
+    assert notes == ["chaosnli: shala, shala_batch logged identical training steps (same rewards, parse rates and "
+                     "spreads at every step and seed): their lines coincide in the training figure."]
+    changed = [dict(r) for r in rows]
+    next(r for r in changed if r["method"] == "shala_batch")["reward_mean"] += 1e-9  # one value apart
+    assert identical_curves(pd.DataFrame(changed), ["mls", "shala", "shala_batch"]) == []

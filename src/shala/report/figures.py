@@ -187,6 +187,22 @@ def smooth_steps(runs: list) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
+def identical_curves(df: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Methods whose logged steps are identical (every seed, step and field),
+    so their lines coincide and only the last drawn shows: say so."""
+    notes = []
+    for dataset, d in df.groupby("dataset", sort=True):
+        key = {m: d[d.method == m].sort_values(["seed", "step"])[["seed", "step", *STEP_FIELDS]]
+               .to_numpy(dtype=float).tobytes() for m in methods if m in set(d.method)}
+        groups: dict[bytes, list[str]] = {}
+        for m, k in key.items():
+            groups.setdefault(k, []).append(m)
+        for same in (g for g in groups.values() if len(g) > 1):
+            notes.append(f"{dataset}: {', '.join(same)} logged identical training steps (same rewards, parse "
+                         "rates and spreads at every step and seed): their lines coincide in the training figure.")
+    return notes
+
+
 def fig_training(runs: list, config: dict[str, Any] | None, stem: Path) -> tuple[list[Path], list[str]]:
     """Reward, parse rate and zero-spread fraction per step, per dataset and method."""
     import seaborn as sns
@@ -211,6 +227,7 @@ def fig_training(runs: list, config: dict[str, Any] | None, stem: Path) -> tuple
         return _save(fig, stem), notes
     methods = run_order(sorted(set(df.method)), config)
     palette = _palette(methods)
+    notes += identical_curves(df, methods)
     for i, dataset in enumerate(datasets):
         d = df[df.dataset == dataset]
         for j, col in enumerate(STEP_FIELDS):

@@ -22,11 +22,12 @@ FIGURES = (
 def table1_head(split: str) -> str:
     return (f"Table 1 ({split} split): mean over seeds (± std when more than one), relative change against zs "
             f"in parentheses (\"jsd vs zs\": the change in JSD, {DASH} without a zs run), best model run per "
-            "dataset in bold (never a reference predictor, never a row flagged ‡); ref_* rows are model-free "
-            "reference predictors; `dataset/subset` rows are the subsets. JSD is the Jensen–Shannon distance, "
-            f"base 2; its 95% CI is a percentile bootstrap over items ({N_BOOT:,} resamples) of per-item JSD "
-            f"averaged over seeds ({DASH} without per-item scores). pred_spread: mean JSD between each item's "
-            "prediction and the run's mean prediction (0: the same answer for every item).\n\n")
+            "dataset in bold (never a reference predictor, never a row flagged ‡, and in JSD, BC, KL and TVD "
+            "never a row flagged ¶); ref_* rows are model-free reference predictors; `dataset/subset` rows are "
+            "the subsets. JSD is the Jensen–Shannon distance, base 2; its 95% CI is a percentile bootstrap over "
+            f"items ({N_BOOT:,} resamples) of per-item JSD averaged over seeds ({DASH} without per-item scores). "
+            "pred_spread: mean JSD between each item's prediction and the run's mean prediction (0: the same "
+            "answer for every item).\n\n")
 
 
 def notes_md(notes: list[str]) -> str:

@@ -13,7 +13,9 @@ Decisions (where the SPEC is silent):
   predictors (``ref_*``) are context, never best. ``pred_spread`` has no best.
 - Flags: ``‡`` a parse-failure rate over the threshold (the numbers are the
   fallback's, not the model's); ``§`` a trained run with ``pred_spread``
-  under ``report.min_pred_spread`` (an item-independent answer).
+  under ``report.min_pred_spread`` (an item-independent answer); ``¶`` a
+  model run whose mean JSD is above ``ref_uniform``'s (answering 1/C for
+  every item does better): never bold in the distribution metrics.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from .load import METRICS, is_ref, is_trained, run_order
 N_BOOT = 10000
 ALPHA = 0.05
 DASH = "–"
-PARSE_MARK, SPREAD_MARK, BASE_E_MARK = "‡", "§", " (base e)"
+PARSE_MARK, SPREAD_MARK, UNIFORM_MARK, BASE_E_MARK = "‡", "§", "¶", " (base e)"
+# metrics of the distribution, where a run worse than the uniform predictor is never best
+DIST_METRICS = ("jsd", "jsd_e", "bc", "kl", "tvd")
 TABLE1_METRICS = ("jsd", "bc", "kl", "accuracy", "macro_f1", "weighted_f1", "soft_micro_f1",
                   "parse_failure_rate", "pred_spread")
 PAPER_METRICS = ("jsd", "bc", "accuracy", "macro_f1", "weighted_f1")
@@ -74,7 +78,10 @@ def aggregate(df: pd.DataFrame, means: pd.DataFrame, paper: dict[str, Any], sett
     out["parse_flag"] = (out.parse_failure_rate_mean > settings["max_parse_failure_rate"]).fillna(False)
     trained = out.run.map(lambda r: is_trained(r, config))
     out["item_independent"] = trained & (out.pred_spread_mean < settings["min_pred_spread"]).fillna(False)
-    return out[cols + ["jsd_ci_lo", "jsd_ci_hi", "jsd_ci_n_items", "parse_flag", "item_independent"]]
+    uniform = out.dataset.map(out[out.run == "ref_uniform"].set_index("dataset")["jsd_mean"])
+    out["below_uniform"] = (~out.run.map(is_ref) & (out.jsd_mean > uniform)).fillna(False)
+    return out[cols + ["jsd_ci_lo", "jsd_ci_hi", "jsd_ci_n_items", "parse_flag", "item_independent",
+                       "below_uniform"]]
 
 
 def jsd_intervals(means: pd.DataFrame, n_boot: int = N_BOOT, alpha: float = ALPHA) -> pd.DataFrame:
@@ -97,6 +104,8 @@ def best(agg: pd.DataFrame, dataset: str, metric: str) -> float | None:
     if higher is None or metric in NOT_RANKED:
         return None
     ok = (agg.dataset == dataset) & ~agg.run.map(is_ref) & ~agg.parse_flag
+    if metric in DIST_METRICS:
+        ok &= ~agg.below_uniform
     sub = agg.loc[ok, f"{metric}_mean"].dropna()
     if sub.empty:
         return None
@@ -115,14 +124,16 @@ def _cell(row: dict, metric: str, best_value: float | None, bold: tuple[str, str
     rel = row.get(f"{metric}_rel_zs")
     if row["run"] != "zs" and not is_ref(row["run"]) and metric not in NOT_RANKED and not pd.isna(rel):
         text += f" ({rel:+.1f}%)"
-    if best_value is not None and not row["parse_flag"] and not is_ref(row["run"]) and np.isclose(mean, best_value):
+    eligible = not row["parse_flag"] and not is_ref(row["run"]) and not (metric in DIST_METRICS and
+                                                                         row["below_uniform"])
+    if best_value is not None and eligible and np.isclose(mean, best_value):
         text = f"{bold[0]}{text}{bold[1]}"
     return text
 
 
 def run_label(row: dict) -> str:
     return row["run"] + (f" {PARSE_MARK}" if row["parse_flag"] else "") + \
-        (f" {SPREAD_MARK}" if row["item_independent"] else "")
+        (f" {SPREAD_MARK}" if row["item_independent"] else "") + (f" {UNIFORM_MARK}" if row["below_uniform"] else "")
 
 
 def has_paper(agg: pd.DataFrame) -> bool:
@@ -177,6 +188,12 @@ def table1_notes(agg: pd.DataFrame, settings: dict[str, Any], policy: str) -> li
         notes.append(f"{SPREAD_MARK} {run}: pred_spread under report.min_pred_spread ({settings['min_pred_spread']}): "
                      f"{where}. Item-independent answer: the model gives (nearly) the same distribution for "
                      f"every item; compare with ref_prior (JSD: {ref}).")
+    uniform = agg[agg.run == "ref_uniform"].set_index("dataset")["jsd_mean"]
+    for run, where in _by_run(agg, "below_uniform", "jsd", ".4f").items():
+        datasets = agg[(agg.run == run) & agg.below_uniform].dataset
+        ref = ", ".join(f"{d} {uniform[d]:.4f}" for d in datasets if d in uniform.index)
+        notes.append(f"{UNIFORM_MARK} {run}: mean JSD above ref_uniform's ({where}; ref_uniform: {ref}): answering "
+                     "1/C for every item does better, so the row is never bold in JSD, BC, KL or TVD.")
     return notes
 
 
