@@ -7,7 +7,8 @@ set -euo pipefail
 src=${1:?usage: publish_results.sh RESULTS DEST}
 dest=${2:?usage: publish_results.sh RESULTS DEST}
 [ -f "$src/reports/table1.csv" ] || { echo "publish_results: $src/reports/table1.csv not found (run not finished?)" >&2; exit 2; }
-rm -rf "$dest"
+# replace what this script writes; a README.md written by hand beside it stays
+rm -rf "$dest/reports" "$dest/metrics" "$dest/models" "$dest/predictions" "$dest/data" "$dest/config.yaml"
 mkdir -p "$dest"
 cp -r "$src/reports" "$dest/reports"
 cp "$src/.config/config.yaml" "$dest/config.yaml"
