@@ -76,11 +76,10 @@ def write_config(root: Path, model: Path, gpu: bool) -> Path:
                                              "output": "JSON: {label_list}"}
     cfg["datasets"]["msp_podcast"]["prompt"] = {"target": "{text}", "task": "Classes:",
                                                 "output": "JSON: {label_list}"}
-    cfg["training"].update(gpus=1 if gpu else 0, threads=None if gpu else 1)
+    cfg["training"].update(gpus=1 if gpu else 0, threads=os.cpu_count() if gpu else 1)
     cfg["training"]["grpo"].update(max_steps=2, per_device_train_batch_size=2, num_generations=2,
                                    gradient_accumulation_steps=1, max_completion_length=8, save_steps=1,
                                    logging_steps=1, bf16=gpu, gradient_checkpointing=False)
-    cfg["training"]["threads"] = cfg["training"]["threads"] or os.cpu_count()
     cfg["evaluation"].update(batch_size=3, max_new_tokens=6)
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -10,7 +10,7 @@ import yaml
 from snakemake.utils import validate
 
 from shala.baselines import REFERENCE_PREDICTORS, applies_to
-from shala.config import check_registries
+from shala.config import check_registries, schema
 
 
 validate(config, schema="../src/shala/schemas/config.schema.json")
@@ -143,8 +143,7 @@ def gpus():
 
 # Per-job cluster resources by role (SLURM through profiles/slurm; a local
 # run constrains only `gpu`); defaults from the schema (config `cluster`).
-SCHEMA_FILE = Path(workflow.basedir) / "src" / "shala" / "schemas" / "config.schema.json"
-_CLUSTER_SCHEMA = json.loads(SCHEMA_FILE.read_text())["properties"]["cluster"]["properties"]
+_CLUSTER_SCHEMA = schema()["properties"]["cluster"]["properties"]
 
 
 def cluster_resources(role, gpu=0):

@@ -33,9 +33,10 @@ def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     torchrun launch on CPU (each rank then trains alone instead of DDP over
     gloo). Return the notes to record."""
     notes = []
-    if not cuda_available():
-        settings = {**settings, "use_cpu": True}
-    if settings.get("bf16") and not cuda_available():
+    if cuda_available():
+        return settings, notes
+    settings = {**settings, "use_cpu": True}
+    if settings.get("bf16"):
         settings = {**settings, "bf16": False}
         notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")
         log.warning(notes[-1])
