@@ -10,7 +10,8 @@ import yaml
 from snakemake.utils import validate
 
 from shala.baselines import REFERENCE_PREDICTORS, applies_to
-from shala.config import check_registries, schema
+from shala.launch import launcher_command
+from shala.config import available_datasets, check_registries, schema
 
 
 validate(config, schema="../src/shala/schemas/config.schema.json")
@@ -74,16 +75,11 @@ CONFIG_FILE = _effective_config_file()
 
 
 
-def _warn_unavailable(ds):
-    d = config["datasets"][ds]
-    if d["adapter"] == "msp_podcast" and not d.get("source"):
-        print(f"shala: {ds} is licensed: its jobs fail until datasets.{ds}.source names your "
-              f"copy (or drop it from run_datasets)", file=sys.stderr)
-
-
-DATASETS = config["run_datasets"]
-for _ds in DATASETS:
-    _warn_unavailable(_ds)
+# A licensed dataset without `source` is left out of the DAG (one line each
+# says how to include it), so the paper's command runs every public dataset.
+DATASETS, _LEFT_OUT = available_datasets(config)
+for _line in _LEFT_OUT:
+    print(_line, file=sys.stderr)
 METHODS = config["run_methods"]
 
 
@@ -173,12 +169,9 @@ def preflight(config_file):
 
 
 def launcher():
-    """`accelerate launch` with the ZeRO-3 config for multi-GPU, plain python otherwise."""
-    n = gpus()
-    acc = config["training"].get("accelerate_config")
-    if n > 1 and acc:
-        return f"accelerate launch --config_file {shlex.quote(acc)} --num_processes {n} -m shala"
-    return "shala"
+    """`accelerate launch` with the ZeRO-3 config over training.gpus ranks,
+    each on a free rendezvous port, or plain `shala` (shala.launch)."""
+    return launcher_command(config["training"])
 
 
 # The warm-up's folder is not a method name (the `method` wildcard only

@@ -62,10 +62,20 @@ def test_config_error_is_one_line(tmp_path):
     assert r.returncode == 2 and "invalid YAML" in r.stderr and str(cfg) in r.stderr
 
 
+def test_free_port_prints_distinct_bindable_ports():
+    import socket
+
+    ports = [int(_cli("free-port").stdout) for _ in range(2)]
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("", port))  # free: it binds
+    assert ports[0] != ports[1] and all(1024 <= p < 65536 for p in ports)
+
+
 def test_fetch_data_msp_without_source_names_the_field(tmp_path):
     r = _cli("fetch-data", "msp_podcast", "--out", str(tmp_path / "raw"), "--config", str(ROOT / "config.yaml"))
     assert r.returncode == 2
-    assert "datasets.msp_podcast.source: MSP-Podcast is licensed" in r.stderr
+    assert "datasets.msp_podcast.source: msp_podcast data is licensed" in r.stderr
     assert not (tmp_path / "raw").exists()
 
 

@@ -85,19 +85,21 @@ def test_lint_is_clean():
 
 
 def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
-    r = _smk("-n", "--config", f"results={tmp_path}/res")
+    r = _smk("-n", "--cores", "all", "--resources", "gpu=2", "--config", f"results={tmp_path}/res")
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
-    # 3 datasets x 5 trained methods (4 GRPO + sft_soft) x 1 seed
-    assert jobs["train"] == 3 * 5
-    assert jobs["predict"] == 3 * 6          # zs + 5 trained, test split
-    assert jobs["reference_predictor"] == 4 + 3 + 3  # old_labels only for ChaosNLI
+    # MSP-Podcast is licensed and has no source: left out, with one line saying how to include it
+    assert ("shala: msp_podcast left out: its data is licensed; set datasets.msp_podcast.source "
+            "to your local copy to include it") in r.stderr
+    assert "msp_podcast" not in r.stdout
+    # 2 public datasets x 5 trained methods (4 GRPO + sft_soft) x 1 seed
+    assert jobs["train"] == 2 * 5
+    assert jobs["predict"] == 2 * 6          # zs + 5 trained, test split
+    assert jobs["reference_predictor"] == 4 + 3  # old_labels only for ChaosNLI
     assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
-    assert jobs["fetch_data"] == 3 and jobs["prepare"] == 3
-    # MSP-Podcast is licensed: listed, with a warning that it needs a source
-    assert "msp_podcast is licensed" in r.stderr
+    assert jobs["fetch_data"] == 2 and jobs["prepare"] == 2
     for m in ("mls", "shala_no_ambi", "shala", "shala_batch", "sft_soft"):
-        for ds in ("chaosnli", "goemotions", "msp_podcast"):
+        for ds in ("chaosnli", "goemotions"):
             assert f"{tmp_path}/res/models/{ds}/{m}/seed0/run.json" in r.stdout
             assert f"{tmp_path}/res/metrics/{ds}/{m}/seed0/test.json" in r.stdout
 
@@ -110,7 +112,8 @@ def test_gpu_training_runs_preflight_first(tmp_path):
     cmds = [line.removeprefix("Shell command: ") for line in r.stdout.splitlines()
             if " train --dataset " in line or " sft --dataset " in line]
     assert cmds and all(c.startswith(f"(shala preflight --config {tmp_path}/res/.config/config.yaml --gpus 2 && "
-                                     "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2")
+                                     "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2"
+                                     " --main_process_port $(shala free-port) -m shala ")
                         for c in cmds)
     r = _smk("-n", "-p", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
     cmds = [line for line in r.stdout.splitlines() if " train --dataset " in line]

@@ -131,6 +131,17 @@ def cmd_sft(a) -> None:
                      | {"total_seconds": rec.get("timing", {}).get("total_seconds")}))
 
 
+def cmd_free_port(a) -> None:
+    """Print a TCP port free on this host (the kernel picks it), for one
+    launch's rendezvous: two launches at once then do not collide on
+    accelerate's default port 29500."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        print(sock.getsockname()[1])
+
+
 def cmd_report(a) -> None:
     from .report import run_report
     from .report.load import load_report_config
@@ -243,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default=None, help="split to report (default: the split of the metrics files)")
     _add_config(s)
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("free-port", help="print a free TCP port (each training launch's rendezvous port)")
+    s.set_defaults(func=cmd_free_port)
 
     s = sub.add_parser("preflight", help="check the launch config and estimate per-GPU memory "
                                          "before a GPU training job (exit 3: does not fit)")

@@ -96,6 +96,32 @@ def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
     return validate(merged, where=" + ".join(names) or "config")
 
 
+def is_licensed(dataset_config: dict[str, Any]) -> bool:
+    """Whether a dataset's adapter has no download route (``LICENSED``)."""
+    from .adapters import get_adapter
+
+    return bool(getattr(get_adapter(dataset_config["adapter"]), "LICENSED", False))
+
+
+def available_datasets(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``run_datasets`` split into those the workflow can run and, for each
+    one left out, a line saying how to include it.
+
+    A licensed dataset (MSP-Podcast) without ``source`` cannot be had from
+    any public place; the paper's command then runs every other dataset
+    rather than stopping at its fetch job.
+    """
+    kept, left_out = [], []
+    for ds in config.get("run_datasets", []):
+        d = config["datasets"][ds]
+        if is_licensed(d) and not d.get("source"):
+            left_out.append(f"shala: {ds} left out: its data is licensed; set datasets.{ds}.source "
+                            f"to your local copy to include it")
+        else:
+            kept.append(ds)
+    return kept, left_out
+
+
 def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     try:
         return config["datasets"][dataset]

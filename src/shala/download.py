@@ -15,6 +15,11 @@ there are two routes, and the one taken is logged and recorded in
   set ``data_mirror`` to a folder holding the files, or make the URL
   reachable.
 
+A synthetic dataset (an adapter with ``SYNTHETIC = True``, e.g. the
+``control`` positive control) has no files: its items come from its options
+and seed alone, so the folder gets only a ``MANIFEST.json`` with route
+``synthetic`` that records the adapter's resolved options and seed.
+
 Every file with a known sha256 is verified, whichever the route; a file
 whose sha256 is unknown (null in config) is accepted and its checksum
 recorded in ``MANIFEST.json``, so the first online run pins it.
@@ -34,6 +39,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from .adapters import get_adapter
+from .config import is_licensed
 from .errors import ConfigError, InputError, ShalaError
 from .jsonio import write_json
 
@@ -135,6 +142,27 @@ def _download(dataset: str, dcfg: dict[str, Any], out: Path) -> None:
             raise fail(f["url"], exc) from exc
 
 
+def _write_synthetic(dataset: str, dcfg: dict[str, Any], adapter, out: Path) -> dict[str, Any]:
+    """A generated dataset: no files, a MANIFEST of what generates it (options
+    checked here, so a bad option fails at fetch, not later at prepare)."""
+    options = adapter.check_options(dcfg.get("options"))
+    manifest = {"dataset": dataset, "origin": f"synthetic:{adapter.NAME}", "route": "synthetic",
+                "from": None, "adapter": adapter.NAME, "options": options, "seed": options.get("seed"),
+                "sha256": {}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_json(tmp / "MANIFEST.json", manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("%s: synthetic (%s adapter): no files to fetch; MANIFEST.json written", dataset, adapter.NAME)
+    return manifest
+
+
 def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[str, Any]:
     """Fill ``out`` with the raw files of ``dataset`` and write ``MANIFEST.json``."""
     out = Path(out)
@@ -143,10 +171,13 @@ def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[st
         raise ConfigError(f"unknown dataset {dataset!r}")
     if dcfg.get("source"):
         raise ConfigError(f"datasets.{dataset}.source is set: prepare reads {dcfg['source']} in place")
-    if dcfg["adapter"] == "msp_podcast":
-        raise ConfigError(f"datasets.{dataset}.source: MSP-Podcast is licensed and cannot be downloaded; "
-                          "set it to your local copy (v1.12 layout), or drop "
+    if is_licensed(dcfg):
+        raise ConfigError(f"datasets.{dataset}.source: {dcfg['adapter']} data is licensed and cannot be "
+                          "downloaded; set it to your local copy, or drop "
                           f"{dataset} from run_datasets")
+    adapter = get_adapter(dcfg["adapter"])
+    if getattr(adapter, "SYNTHETIC", False):
+        return _write_synthetic(dataset, dcfg, adapter, out)
     dl = dcfg.get("download") or {}
     files = dl.get("files", [])
     out.parent.mkdir(parents=True, exist_ok=True)

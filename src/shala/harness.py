@@ -29,18 +29,32 @@ def cuda_available() -> bool:
 
 def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Without CUDA: turn off bf16 (CPU bf16 autocast is slow and not the
-    paper's setting), and set use_cpu, without which transformers ignores a
+    paper's setting), set use_cpu, without which transformers ignores a
     torchrun launch on CPU (each rank then trains alone instead of DDP over
-    gloo). Return the notes to record."""
+    gloo), and the gloo backend. Return the notes to record."""
     notes = []
     if cuda_available():
         return settings, notes
+    cpu_launch_env()
     settings = {**settings, "use_cpu": True}
+    # Without a device backend accelerate sets num_processes = 1 on every
+    # rank of a CPU launch (accelerate/state.py, _prepare_backend), and
+    # DeepSpeed's batch-size check then fails: gloo is the CPU backend.
+    settings.setdefault("ddp_backend", "gloo")
     if settings.get("bf16"):
         settings = {**settings, "bf16": False}
         notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")
         log.warning(notes[-1])
     return settings, notes
+
+
+def cpu_launch_env() -> None:
+    """On a machine without CUDA, tell DeepSpeed to use its CPU accelerator
+    (``DS_ACCELERATOR=cpu``; it would otherwise look for CUDA and fail to
+    build). Called before anything imports deepspeed; a value the user set
+    is kept."""
+    if "DS_ACCELERATOR" not in os.environ and not cuda_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def apply_threads(config: dict[str, Any]) -> int:
@@ -98,8 +112,25 @@ def load_for_training(ref: str | Path, component: str | None = None, freeze_towe
     """
     from .models import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(str(ref), dtype="float32", component=component, for_training=True,
-                                    freeze_towers=freeze_towers)
+    model, tokenizer = load_model_and_tokenizer(str(ref), dtype="float32", component=component,
+                                                for_training=True, freeze_towers=freeze_towers)
+    keep_used_weight_conversions(model)
+    return model, tokenizer
+
+
+def keep_used_weight_conversions(model) -> None:
+    """Keep only the checkpoint renamings that loading used, as a plain load does.
+
+    transformers 5.23's ZeRO-3 loading path (``_load_state_dict_into_zero3_model``)
+    stores every conversion of the model type, used or not, and
+    ``save_pretrained`` reverses them all: a Qwen2.5-Omni thinker trained
+    under ZeRO-3 was saved as ``thinker.model.thinker.language_model...``,
+    and reloading it initialised every weight at random. Filtering by
+    ``was_used()`` is what the non-ZeRO path does (core_model_loading).
+    """
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions:
+        model._weight_conversions = [c for c in conversions if c.was_used()]
 
 
 def freeze_towers(config: dict[str, Any]) -> bool:
@@ -119,6 +150,53 @@ def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
         if "omni" not in model_type:
             return None
     return component
+
+
+def zero3_status(model) -> dict[str, Any]:
+    """How many parameters DeepSpeed ZeRO-3 partitioned at load (those with
+    a ``ds_id``): the run record's proof that ``zero3_init_flag`` took
+    effect, rather than each rank holding the whole model."""
+    params = list(model.parameters())
+    part = [p for p in params if hasattr(p, "ds_id")]
+    return {"partitioned_tensors": len(part), "tensors": len(params),
+            "partitioned_numel": int(sum(getattr(p, "ds_numel", 0) for p in part)),
+            "local_numel": int(sum(p.numel() for p in params))}
+
+
+def count_calls(model, prefix: str) -> list[int]:
+    """A one-element counter of forward calls of the submodule named by
+    ``prefix`` (e.g. an Omni thinker's audio tower); [0] without one."""
+    counter = [0]
+    try:
+        module = model.get_submodule(prefix.rstrip("."))
+    except AttributeError:
+        return counter
+
+    def hook(*_):
+        counter[0] += 1
+
+    module.register_forward_hook(hook)
+    return counter
+
+
+def peak_gpu_memory_gib() -> float | None:
+    """This process's peak allocated CUDA memory (GiB), None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then tear the process group down: without it a
+    rank of a DeepSpeed launch sometimes aborts at exit (SIGABRT) and fails
+    the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def checkpoint_policy(config: dict[str, Any]) -> str:

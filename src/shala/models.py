@@ -183,7 +183,8 @@ def freeze_unused_towers(model) -> dict[str, int]:
         for tower, prefix in OMNI_TOWER_PREFIXES.items():
             if name.startswith(prefix):
                 param.requires_grad_(False)
-                frozen[tower] = frozen.get(tower, 0) + param.numel()
+                # under ZeRO-3 a partitioned parameter is empty here; ds_numel is its size
+                frozen[tower] = frozen.get(tower, 0) + getattr(param, "ds_numel", param.numel())
     return frozen
 
 

@@ -28,6 +28,7 @@ GRPO and prediction from it can still feed audio.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ from typing import Any
 from .errors import ConfigError
 from .jsonio import write_json
 from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints, cuda_available,
-                      device_name, freeze_towers, jsonable, library_versions, load_for_training, model_component)
+                      device_name, finish_distributed, freeze_towers, jsonable, library_versions, load_for_training,
+                      model_component, peak_gpu_memory_gib, zero3_status)
 from .train import RUN_RECORD, load_train_items, method_spec, prompt_config
+
+log = logging.getLogger(__name__)
 
 SFT_TARGET_DIGITS = 2
 # Fields of a method spec / training.warmup_sft that are not SFTConfig fields.
@@ -131,6 +135,9 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     items = load_train_items(data_dir)
     component = model_component(config, model_ref)
     model, tokenizer = load_for_training(model_ref, component=component, freeze_towers=freeze_towers(config))
+    zero3 = zero3_status(model)
+    log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3",
+             args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"])
     train_ds = Dataset.from_list(sft_rows(items, prompt_cfg, tokenizer))
     if audio_in_play(config.get("datasets", {}).get(dataset, {}), model, items):
         notes = [*notes, "SFT saw the transcripts only (no audio path in SFTTrainer)"]
@@ -152,7 +159,8 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
         "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
                        "requested": jsonable(requested)},
         "notes": notes, "global_step": steps, "device": device_name(), "torch_threads": threads,
-        "world_size": args.world_size, "versions": library_versions(),
+        "world_size": args.world_size, "zero3": zero3, "peak_gpu_memory_gib": peak_gpu_memory_gib(),
+        "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                    "seconds_per_step": train_seconds / steps if steps else None},
         "final_metrics": {"loss_first": losses[0] if losses else None,
@@ -166,4 +174,5 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
             save_feature_extractor(model_ref, out_dir)
         write_json(out_dir / RUN_RECORD, record)
         clean_checkpoints(out_dir, config)
+    finish_distributed()
     return record

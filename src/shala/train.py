@@ -36,9 +36,10 @@ from typing import Any
 
 from .errors import ConfigError
 from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints,  # noqa: F401
-                      cuda_available, device_name, freeze_towers, jsonable, library_versions, load_for_training,
-                      model_component)
+                      count_calls, cuda_available, device_name, finish_distributed, freeze_towers, jsonable,
+                      library_versions, load_for_training, model_component, peak_gpu_memory_gib, zero3_status)
 from .jsonio import dumps_line, read_jsonl, write_json
+from .models import OMNI_TOWER_PREFIXES
 from .trainlog import (CHECKPOINTS, append_log, checkpoint_step, last_checkpoint, prepare_log,  # noqa: F401
                        reward_summary)
 
@@ -304,6 +305,10 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     component = None if init_from else model_component(config, model_ref)
     model, tokenizer = load_for_training(init_from or model_ref, component=component,
                                          freeze_towers=freeze_towers(config))
+    zero3 = zero3_status(model)
+    log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3 (%d elements in all, "
+             "%d held here)", args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"],
+             zero3["partitioned_numel"], zero3["local_numel"])
     items = load_train_items(data_dir)
     # speech + text (MSP-Podcast on an Omni model) unless the dataset is text_only
     audio = audio_features_for(config.get("datasets", {}).get(dataset, {}), model, items,
@@ -330,6 +335,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         append_log(log_path, {**event, "step": resume_step or 0, "method": method, "seed": seed})
     step_log = _step_log_callback(reward, log_path)
     trainer_cls, extra = (GRPOTrainer, {}) if audio is None else (_audio_trainer(), {"audio": audio})
+    tower_calls = count_calls(model, OMNI_TOWER_PREFIXES["audio"])
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                           processing_class=tokenizer, callbacks=[step_log], **extra)
 
@@ -337,6 +343,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_seconds = time.perf_counter() - t_train
     save_final(trainer, tokenizer, out_dir, source=init_from or model_ref)
+    log.info("rank %d: audio tower ran %d times", args.process_index, tower_calls[0])
 
     steps_run = trainer.state.global_step - (resume_step or 0)
     record = {
@@ -350,6 +357,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,
         "device": device_name(), "torch_threads": threads, "world_size": args.world_size,
+        "zero3": zero3, "audio_tower_calls": tower_calls[0], "peak_gpu_memory_gib": peak_gpu_memory_gib(),
         "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                    "seconds_per_step": train_seconds / steps_run if steps_run else None,
@@ -362,6 +370,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         record["final_metrics"] = reward_summary(log_path)
         write_json(out_dir / RUN_RECORD, record)
         clean_checkpoints(out_dir, config)
+    finish_distributed()
     return record
 
 

@@ -34,6 +34,8 @@ from ..items import make_item
 from .generic import iter_csv
 
 NAME = "msp_podcast"
+# Licensed: no download route; the data exists only where `source` names a copy.
+LICENSED = True
 AMBIGUITY = "active"
 LABELS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 MSP_NAMES = ["Angry", "Contempt", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
