@@ -24,8 +24,10 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
-# The download runs where Snakemake runs (on a cluster: the login node, as
+# The downloads run where Snakemake runs (on a cluster: the login node, as
 # compute nodes often have no internet); every other job may be submitted.
+# fetch_model, the hub model's download, is local too: it says so itself
+# (`localrule: True` in rules/model.smk), as it exists only for a hub model.
 localrules:
     all,
     fetch_data,

@@ -105,19 +105,17 @@ def raw_input(wildcards):
 
 
 def base_model():
-    """A local directory the workflow builds (pypi_gguf), a local path, or a hub id."""
-    m = config["model"]
-    if m["source"] == "pypi_gguf":
-        # the same name as shala.models.base_model_name: model.name, else the GGUF stem
-        name = m.get("name") or Path(m.get("gguf_file", "SmolLM2-135M-Instruct.Q4_1.gguf")).stem
-        return f"{RES}/models/base/{name}"
-    if m["source"] == "local":
-        return m["path"]
-    return m["id"]
+    """What training and prediction load: the folder rule base_model (pypi_gguf)
+    or fetch_model (hub) makes under results/models/base, or model.path (local)."""
+    from shala.models import resolve_model_ref
+
+    return resolve_model_ref(config, RES)
 
 
 def base_model_input():
-    return [base_model()] if config["model"]["source"] == "pypi_gguf" else []
+    from shala.models import fetched_by_workflow
+
+    return [base_model()] if fetched_by_workflow(config["model"]) else []
 
 
 def warmup_enabled(method):
@@ -165,7 +163,8 @@ def preflight(config_file):
     training has nothing to check."""
     if gpus() == 0:
         return ""
-    return f"shala preflight --config {shlex.quote(config_file)} --gpus {gpus()} &&"
+    disk = " --enforce-disk" if config["training"].get("check_disk", True) else ""
+    return f"shala preflight --config {shlex.quote(config_file)} --gpus {gpus()}{disk} &&"
 
 
 def launcher():

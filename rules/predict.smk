@@ -24,7 +24,7 @@ rule predict:
     conda:
         "../envs/model.yaml"
     shell:
-        "shala predict --dataset {wildcards.dataset} --data {params.data} --model {params.model}"
+        "HF_HUB_OFFLINE=1 shala predict --dataset {wildcards.dataset} --data {params.data} --model {params.model}"
         " --split {wildcards.split} --out {output} {params.limit} --threads {threads}"
         " --config {params.config} > {log} 2>&1"
 

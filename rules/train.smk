@@ -12,7 +12,7 @@ rule warmup_sft:
     params:
         data=lambda w, input: os.path.dirname(input.train),
         out=lambda w, output: os.path.dirname(output[0]),
-        model=base_model(),
+        model=lambda w, input: input.model[0] if input.model else base_model(),
         config=CONFIG_FILE,
         slice=config_slice(
             "model", "datasets.{dataset}.prompt", "training.warmup_sft", "training.freeze_unused_towers"
@@ -25,6 +25,8 @@ rule warmup_sft:
     conda:
         "../envs/model.yaml"
     shell:
+        # the model is a local folder (fetch_model / base_model made it): no hub access
+        "export HF_HUB_OFFLINE=1\n"
         "({params.preflight} {params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --data {params.data} --model {params.model} --out {params.out}"
         " --threads {threads} --config {params.config}) > {log} 2>&1"
@@ -42,12 +44,12 @@ rule train:
     params:
         data=lambda w, input: os.path.dirname(input.train),
         out=lambda w, output: os.path.dirname(output[0]),
-        model=base_model(),
+        model=lambda w, input: input.model[0] if input.model else base_model(),
         init=init_from_arg,
         config=CONFIG_FILE,
         slice=config_slice(
             "model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.grpo", "training.warmup_sft",
-            "methods.{method}", "training.freeze_unused_towers",
+            "methods.{method}", "training.freeze_unused_towers", "training.mask_forced_tokens",
         ),
         launcher=launcher(),
         preflight=preflight(CONFIG_FILE),
@@ -57,6 +59,7 @@ rule train:
     conda:
         "../envs/model.yaml"
     shell:
+        "export HF_HUB_OFFLINE=1\n"
         "({params.preflight} {params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
         " --out {params.out} --threads {threads} --config {params.config}) > {log} 2>&1"

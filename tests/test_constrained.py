@@ -70,3 +70,51 @@ def test_settings_need_the_auto_prefix_and_whole_numbers():
         constraint_settings({"constrained": True}, LABELS)
     with pytest.raises(ConfigError, match="answer_scale"):
         constraint_settings({"constrained": True, "response_prefix": "auto"}, LABELS)
+
+
+def _answer_ids(tok, sk, numbers):
+    """The token ids of a constrained answer with these numbers (as digit tokens)."""
+    digit = {tok.decode([i]): i for i in sk.digit_ids}
+    ids = []
+    for n, piece in zip(numbers, [p for p in sk.pieces if p is not None]):
+        ids += [digit[c] for c in str(n)] + piece
+    return ids + [sk.eos_id]
+
+
+def test_forced_positions_are_the_skeleton_tokens_without_choice(tok):
+    from shala.constrained import forced_positions
+
+    sk = JSONSkeleton(tok, LABELS, max_digits=3)
+    literals = [p for p in sk.pieces if p is not None]
+    ids = _answer_ids(tok, sk, [50, 30, 20])
+    forced = forced_positions(sk, [ids])[0]
+    # after a 1-2 digit number the literal's first token competes with more
+    # digits; its other tokens, and the end of turn after "}", are forced
+    assert sum(forced) == sum(len(p) - 1 for p in literals) + 1
+    assert forced[-1] and not any(forced[:2])  # eos forced; "5", "0" were choices
+    # a 3-digit number, and a 0 (no leading zero), end by force: the next
+    # literal's first token has no alternative there (three times here)
+    forced100 = forced_positions(sk, [_answer_ids(tok, sk, [100, 0, 0])])[0]
+    assert sum(forced100) == sum(forced) + 3
+
+
+def test_mask_forced_tokens_sets_tool_mask_and_recounts(tok):
+    from types import SimpleNamespace
+
+    from shala.constrained import forced_positions, mask_forced_tokens
+
+    sk = JSONSkeleton(tok, LABELS, max_digits=3)
+    rows = [_answer_ids(tok, sk, [50, 30, 20]), _answer_ids(tok, sk, [7, 3, 90])]
+    width = max(map(len, rows)) + 2
+    ids = torch.tensor([r + [sk.eos_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(gather=lambda t: t.reshape(1)),
+                              _generate_and_score_completions=lambda inputs: {
+                                  "completion_ids": ids, "completion_mask": mask, "num_items_in_batch": mask.sum()})
+    counts = mask_forced_tokens(trainer, tok, LABELS)
+    out = trainer._generate_and_score_completions([])
+    assert torch.equal(out["completion_mask"], mask)  # attention is untouched
+    loss_mask = out["completion_mask"] * out["tool_mask"]
+    n_forced = sum(sum(f) for f in forced_positions(sk, rows))
+    assert int(loss_mask.sum()) == int(mask.sum()) - n_forced == counts["free_tokens"]
+    assert counts["forced_tokens"] == n_forced and int(out["num_items_in_batch"]) == counts["free_tokens"]

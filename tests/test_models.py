@@ -55,7 +55,12 @@ def test_resolve_model_ref(tmp_path):
     assert ref == str(tmp_path / "models" / "base" / Path(DEFAULT_GGUF_FILE).stem)
     assert base_model_name({"gguf_file": "a b.gguf"}) == "a_b"
     assert resolve_model_ref({"model": {"source": "local", "path": "/m"}}, tmp_path) == "/m"
-    assert resolve_model_ref({"model": {"source": "hub", "id": "org/m"}}, tmp_path) == "org/m"
+    # a hub model is fetched once into results/models/base (shala.hub); GPU jobs read that folder
+    hub = {"source": "hub", "id": "org/m", "component": "thinker"}
+    assert resolve_model_ref({"model": hub}, tmp_path) == str(tmp_path / "models" / "base" / "org--m-thinker")
+    assert base_model_name(hub | {"component": None}) == "org--m"
+    with pytest.raises(ConfigError):
+        base_model_name({"source": "local", "path": "/m"})
     with pytest.raises(ConfigError):
         resolve_model_ref({"model": {"source": "ftp"}}, tmp_path)
 

@@ -72,3 +72,39 @@ def test_stop_token_ids_end_with_the_stop_string(tiny_model_dir):
     assert with_stop_ids(2, [5, 2, 7]) == [2, 5, 7] and with_stop_ids([1, 2], []) == [1, 2]
     with pytest.raises(ConfigError, match="stop_at"):
         stop_token_ids(tok, {"stop_at": "\u2603never"})
+
+
+def _bos_tokenizer():
+    """The tiny tokenizer turned into a Llama-3-like one: it adds a BOS on
+    every encode, and its chat template writes the BOS too."""
+    from tokenizers.processors import TemplateProcessing
+
+    from shala.tiny import CHATML_TEMPLATE, build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_special_tokens({"bos_token": "<|begin_of_text|>"})
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.bos_token_id)])
+    tok.chat_template = "{{ bos_token }}" + CHATML_TEMPLATE
+    return tok
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_training_and_prediction_tokenise_prompts_alike(tiny_model_dir, bos):
+    """One BOS in front, the same ids where TRL tokenises a string prompt
+    (``processing_class(text=...)``) and where `shala predict` does."""
+    from transformers import AutoTokenizer
+
+    from shala.prompts import encode_prompt, render_prompt_string
+
+    tok = _bos_tokenizer() if bos else AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    it = _item("chaosnli", ["entailment", "neutral", "contradiction"], {"premise": "P.", "hypothesis": "H."})
+    cfg = {**CONFIG["datasets"]["chaosnli"]["prompt"], "response_prefix": "auto", "answer_scale": 100}
+    prompt = render_prompt_string(tok, it, cfg)
+    trl_ids = tok(text=[prompt])["input_ids"][0]  # GRPOTrainer._tokenize_prompts, string prompts
+    ids = encode_prompt(tok, prompt)
+    assert ids == trl_ids
+    if bos:
+        assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    else:
+        assert tok.bos_token_id is None or tok.bos_token_id not in ids

@@ -222,7 +222,8 @@ def test_significance_one_row_per_pair_matches_numpy_and_scipy(report):
 
 
 def test_pairs_cover_weight_variants_and_sft_soft():
-    runs = ["zs", "mls", "shala_no_ambi", "shala", "shala_batch", "sft_soft", "ref_prior"]
+    runs = ["zs", "mls", "shala_no_ambi", "shala", "shala_batch", "shala_no_ambi_batch", "sft_soft", "ref_prior",
+            "ref_uniform"]
     got = pairs(runs, None)
     assert len(got) == len(set(got)) and not any((b, m) in got for m, b in got)
     for m in ("mls", "shala_no_ambi", "shala", "shala_batch", "sft_soft"):
@@ -232,7 +233,11 @@ def test_pairs_cover_weight_variants_and_sft_soft():
     for m in ("shala_no_ambi", "shala", "shala_batch"):
         assert (m, "sft_soft") in got
     assert {("shala", "shala_no_ambi"), ("shala_batch", "shala_no_ambi"), ("shala_batch", "shala")} <= set(got)
-    assert not any("ref_prior" in p for p in got)
+    assert ("shala_batch", "shala_no_ambi_batch") in got  # claim 3's fair pair
+    # every trained method against the label prior, and no reference predictor as the method
+    assert {m for m, b in got if b == "ref_prior"} == {"mls", "shala_no_ambi", "shala", "shala_batch",
+                                                        "shala_no_ambi_batch", "sft_soft"}
+    assert not any(m.startswith("ref_") for m, _ in got) and not any("ref_uniform" in p for p in got)
     assert pairs(["zs", "ref_uniform"], None) == []
 
 
@@ -498,3 +503,29 @@ def test_identical_training_curves_are_named():
     changed = [dict(r) for r in rows]
     next(r for r in changed if r["method"] == "shala_batch")["reward_mean"] += 1e-9  # one value apart
     assert identical_curves(pd.DataFrame(changed), ["mls", "shala", "shala_batch"]) == []
+
+
+def test_setup_section_shows_the_gpu_fit():
+    """The memory fallback a run applied (run.json key `fit`, shala.fit) is a
+    column of the Setup table, and so is a run that was not checked."""
+    from shala.report.load import RunRecord
+    from shala.report.page import fit_cell, setup_md
+    from shala.report.tables import DASH
+
+    fit = {"checked": True, "mode": "fallback", "fits": True, "fallback": "no_gather",
+           "estimate_gib": 62.76, "configured_gib": 79.4, "gpus": 2, "gpu_mem_gib": 79.2}
+    assert fit_cell({"fit": fit}) == "no_gather (62.8 of 79.2 GiB x 2)"
+    assert fit_cell({"fit": {**fit, "fallback": None, "estimate_gib": 79.4, "gpu_mem_gib": 139.8}}) == \
+        "none needed (79.4 of 139.8 GiB x 2)"
+    assert fit_cell({"fit": None}) == "not checked (CPU)"
+    assert fit_cell({"fit": {"checked": False, "mode": "off", "reason": "training.fit_to_hardware off"}}) == \
+        "not checked (training.fit_to_hardware off)"
+    assert fit_cell({}) == DASH                                   # records from before the column
+    rec = RunRecord("chaosnli", "shala", 0, Path("x/shala/seed0/run.json"),
+                    {"kind": "grpo", "model_ref": "m", "fit": fit, "timing": {"seconds_per_step": 9.87}},
+                    pd.DataFrame())
+    md = setup_md([rec])
+    assert "| s/step | GPU fit |" in md and "| 9.9 | no_gather (62.8 of 79.2 GiB x 2) |" in md
+    lines = md.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| dataset"))
+    assert lines[header].count("|") == lines[header + 1].count("|") == lines[header + 2].count("|")

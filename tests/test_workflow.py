@@ -111,7 +111,8 @@ def test_gpu_training_runs_preflight_first(tmp_path):
     r = _smk("-n", "-p", "--config", f"results={tmp_path}/res")
     cmds = [line.removeprefix("Shell command: ") for line in r.stdout.splitlines()
             if " train --dataset " in line or " sft --dataset " in line]
-    assert cmds and all(c.startswith(f"(shala preflight --config {tmp_path}/res/.config/config.yaml --gpus 2 && "
+    assert cmds and all(c.startswith(f"(shala preflight --config {tmp_path}/res/.config/config.yaml --gpus 2"
+                                     " --enforce-disk && "
                                      "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2"
                                      " --main_process_port $(shala free-port) -m shala ")
                         for c in cmds)
@@ -140,3 +141,57 @@ def test_demo_profile_dry_run(tmp_path):
     # no warm-up: with the response prefix the base model answers on format
     assert jobs == {"base_model": 1, "fetch_data": 1, "prepare": 1, "train": 3,
                     "predict": 4, "reference_predictor": 3, "evaluate": 7, "report": 1, "all": 1, "total": 22}
+
+
+def _dry_run_jobs(out: str) -> list[dict[str, str]]:
+    """The jobs of a `snakemake -n -p` output: rule, input, output, shell command."""
+    jobs = []
+    for block in re.split(r"^\[[^\]\n]+\]\n", out, flags=re.M)[1:]:
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        if not head:
+            continue
+        job = {"rule": head[1], "input": "", "output": "", "shell": ""}
+        for key in ("input", "output"):
+            m = re.search(rf"^    {key}: (.*)$", block, flags=re.M)
+            job[key] = m[1] if m else ""
+        m = re.search(r"^Shell command: (.*?)(?:\n\n|\Z)", block, flags=re.M | re.S)
+        job["shell"] = m[1] if m else ""
+        jobs.append(job)
+    return jobs
+
+
+def test_paper_dag_fetches_the_hub_model_once_before_any_gpu_job(tmp_path):
+    """Compute nodes often have no internet: one local job (rule
+    fetch_model) fetches the hub model into results/models/base; every
+    warm-up, training and zero-shot prediction job takes that folder as its
+    input (so it runs after the fetch) and as --model, with the hub offline."""
+    res = tmp_path / "res"
+    overlay = tmp_path / "warmup.yaml"
+    overlay.write_text(yaml.safe_dump({"results": str(res), "training": {"warmup_sft": {"enabled": True}}}))
+    model = f"{res}/models/base/Qwen--Qwen2.5-Omni-7B-thinker"
+    r = _smk("-n", "-p", "--cores", "all", "--resources", "gpu=2", "--configfile", str(overlay))
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = _dry_run_jobs(r.stdout)
+    assert _jobs(r.stdout)["fetch_model"] == 1
+    fetch = [j for j in jobs if j["rule"] == "fetch_model"]
+    assert [j["output"] for j in fetch] == [model]
+    assert fetch[0]["shell"].startswith(f"shala fetch-model --out {model} --config ")
+    gpu_jobs = [j for j in jobs if j["rule"] in ("warmup_sft", "train")]
+    assert {j["rule"] for j in gpu_jobs} == {"warmup_sft", "train"}
+    for j in gpu_jobs:
+        assert model in j["input"].split(", "), j
+        assert j["shell"].startswith("export HF_HUB_OFFLINE=1\n(shala preflight") and f"--model {model} " in j["shell"]
+    predict = [j for j in jobs if j["rule"] == "predict"]
+    assert predict and all(j["shell"].startswith("HF_HUB_OFFLINE=1 shala predict ") for j in predict)
+    zs = [j for j in predict if "/zs/" in j["output"]]
+    assert zs and all(model in j["input"].split(", ") and f"--model {model} " in j["shell"] for j in zs)
+    # the rule graph: fetch_model feeds training and prediction, and nothing feeds it
+    r = _smk("--rulegraph", "--cores", "1", "--configfile", str(overlay))
+    ids = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", r.stdout, flags=re.M))
+    edges = {(ids[a], ids[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)$", r.stdout, flags=re.M)}
+    assert {("fetch_model", "train"), ("fetch_model", "warmup_sft"), ("fetch_model", "predict")} <= edges
+    assert not [e for e in edges if e[1] == "fetch_model"]
+    # a local model needs no fetch; the demo's GGUF conversion is rule base_model
+    overlay.write_text(yaml.safe_dump({"results": str(res), "model": {"source": "local", "path": str(tmp_path / "m")}}))
+    r = _smk("-n", "--configfile", str(overlay))
+    assert r.returncode == 0 and not {"fetch_model", "base_model"} & set(_jobs(r.stdout))

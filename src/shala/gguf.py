@@ -51,10 +51,10 @@ def _pypi_defaults(model_cfg: dict[str, Any]) -> tuple[str, str]:
             model_cfg.get("gguf_file") or DEFAULT_GGUF_FILE)
 
 
-def base_model_name(model_cfg: dict[str, Any]) -> str:
+def gguf_model_name(model_cfg: dict[str, Any]) -> str:
     """Directory name of a converted GGUF model: ``model.name`` when set,
     else the GGUF file's stem (``SmolLM2-135M-Instruct.Q4_1``), so two
-    quantisations never collide. rules/common.smk follows the same rule."""
+    quantisations never collide (:func:`shala.models.base_model_name`)."""
     if model_cfg.get("name"):
         return str(model_cfg["name"])
     _, gguf_file = _pypi_defaults(model_cfg)

@@ -40,7 +40,8 @@ def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     # Without a device backend accelerate sets num_processes = 1 on every
     # rank of a CPU launch (accelerate/state.py, _prepare_backend), and
     # DeepSpeed's batch-size check then fails: gloo is the CPU backend.
-    settings.setdefault("ddp_backend", "gloo")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched ranks; a lone process has no group
+        settings.setdefault("ddp_backend", "gloo")
     if settings.get("bf16"):
         settings = {**settings, "bf16": False}
         notes.append("bf16 requested but no CUDA device: trained in float32 (bf16=False)")

@@ -79,6 +79,7 @@ class LaunchCheck:
     zero_stage: int = 0
     offload_optimizer: str = "none"
     offload_param: str = "none"
+    save_16bit: bool = True            # stage3_gather_16bit_weights_on_model_save (ZeRO-3)
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -117,7 +118,7 @@ def _quiet():
             lg.setLevel(lv)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -143,8 +144,9 @@ def _load_ds_json(path: Path, check: LaunchCheck) -> dict[str, Any] | None:
     return data
 
 
-def _check_ds_values(path: str, ds: dict[str, Any], check: LaunchCheck) -> None:
-    """ZeRO stage and offload devices have allowed values and fit together."""
+def check_ds_values(path: str, ds: dict[str, Any], check: LaunchCheck) -> None:
+    """ZeRO stage and offload devices have allowed values and fit together;
+    ``check`` gets them (and the 16-bit gather on save) or the problems."""
     zero = ds.get("zero_optimization")
     if not isinstance(zero, dict):
         check.problems.append(Problem(path, "zero_optimization",
@@ -155,6 +157,8 @@ def _check_ds_values(path: str, ds: dict[str, Any], check: LaunchCheck) -> None:
         check.problems.append(Problem(path, "zero_optimization.stage", f"must be 0, 1, 2 or 3, not {stage!r}"))
         return
     check.zero_stage = int(stage)
+    check.save_16bit = check.zero_stage != 3 or bool(zero.get("stage3_gather_16bit_weights_on_model_save",
+                                                               False))
     for key in ("offload_optimizer", "offload_param"):
         dev = _get(zero, f"{key}.device") or "none"
         if dev not in OFFLOAD_DEVICES:
@@ -198,7 +202,7 @@ def _check_against_grpo(path: str, ds: dict[str, Any], grpo: dict[str, Any], gpu
                 "the mismatch when training starts); set it to \"auto\""))
 
 
-def _accelerate_launch_env(acc_path: str, gpus: int) -> tuple[Any, dict[str, str], bool]:
+def accelerate_launch_env(acc_path: str, gpus: int) -> tuple[Any, dict[str, str], bool]:
     """(accelerate config, the ACCELERATE_* environment ``accelerate launch``
     would give each process, mixed_precision-from-config flag), by
     accelerate's own launcher code, without launching."""
@@ -240,7 +244,7 @@ def check_launch_config(acc_path: str | Path | None, *, gpus: int, grpo: dict[st
         with _quiet():
             acfg = load_config_from_file(acc_s)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's to fix
-        check.problems.append(Problem(acc_s, "(file)", f"accelerate cannot read it: {_first_line(exc)}"))
+        check.problems.append(Problem(acc_s, "(file)", f"accelerate cannot read it: {first_line(exc)}"))
         return check
     check.checks.append(f"read by accelerate {version} load_config_from_file")
     dist = str(getattr(acfg, "distributed_type", "") or "")
@@ -263,7 +267,7 @@ def check_launch_config(acc_path: str | Path | None, *, gpus: int, grpo: dict[st
         ds = _load_ds_json(ds_path, check)
         if ds is None:
             return check
-        _check_ds_values(str(ds_path), ds, check)
+        check_ds_values(str(ds_path), ds, check)
         offending = ([f"deepspeed_config.{k}" for k in ds_section if k in DS_FILE_EXCLUSIVE_FIELDS]
                      + (["mixed_precision"] if getattr(acfg, "mixed_precision", None) is not None else []))
     else:
@@ -274,13 +278,13 @@ def check_launch_config(acc_path: str | Path | None, *, gpus: int, grpo: dict[st
     bf16 = bool(grpo.get("bf16", False))
     try:
         with _quiet():
-            _, env, _ = _accelerate_launch_env(acc_s, gpus)
+            _, env, _ = accelerate_launch_env(acc_s, gpus)
     except ValueError as exc:
-        check.problems.append(Problem(acc_s, "(launch)", f"accelerate launch refuses it: {_first_line(exc)}"))
+        check.problems.append(Problem(acc_s, "(launch)", f"accelerate launch refuses it: {first_line(exc)}"))
         return check
     except Exception as exc:  # noqa: BLE001 - private accelerate API changed: say so, go on
         check.notes.append(f"accelerate {version}'s launcher checks could not run here "
-                           f"({type(exc).__name__}: {_first_line(exc)}); file checks only")
+                           f"({type(exc).__name__}: {first_line(exc)}); file checks only")
         env = None
     if env is not None:
         check.checks.append(f"accelerate {version} launcher argument checks "
@@ -298,7 +302,7 @@ def check_launch_config(acc_path: str | Path | None, *, gpus: int, grpo: dict[st
             check.offload_optimizer = str(plugin.offload_optimizer_device or "none")
             check.offload_param = str(plugin.offload_param_device or "none")
         except ValueError as exc:
-            msg = _first_line(exc)
+            msg = first_line(exc)
             if offending and "deepspeed_config_file" in str(exc):
                 for name in offending:
                     check.problems.append(Problem(

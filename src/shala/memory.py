@@ -51,14 +51,17 @@ gather although the two are not live at the same time, so it errs high by
 the smaller of them (with activation checkpointing, the activations:
 about 1.5 GiB for the paper's setup); transient buffers of other phases (ZeRO-3's
 fp32 gradient of one ``sub_group_size`` at the optimizer step, prefetch
-buckets) are not counted. Allocator fragmentation is not modelled: a fit
-with less than 10 % headroom is flagged as tight.
+buckets) are not counted. Allocator fragmentation is not modelled, so a
+setup *fits* only with at least :data:`HEADROOM` (10 %) of the GPU's memory
+left over (:func:`fits`): with 0.6 GiB to spare on an 80 GB card,
+fragmentation and a longer prompt use it up.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from .model_shape import ModelShape
 
@@ -66,6 +69,7 @@ GIB = 2 ** 30
 OVERHEAD_GIB = 3.0
 PROMPT_TOKENS = 512
 MAX_GPUS = 64          # the search range for "more GPUs"
+HEADROOM = 0.10        # fraction of GPU memory a fitting setup leaves free
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ class Estimate:
         return self.total / GIB
 
 
-def _b(n: float) -> str:
+def billions(n: float) -> str:
     """A parameter count in billions (or millions)."""
     return f"{n / 1e9:.3f}B" if n >= 1e8 else f"{n / 1e6:.3f}M"
 
@@ -125,27 +129,27 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> Estimate:
             lines.append(Line("weights (bf16, offloaded to CPU)", 0, "0 (offload_param)"))
         else:
             lines.append(Line(f"weights (bf16{', ZeRO-3 sharded' if wn > 1 else ''})", 2 * p / wn,
-                              f"2 B x {_b(p)}" + (f" / {wn}" if wn > 1 else "")))
+                              f"2 B x {billions(p)}" + (f" / {wn}" if wn > 1 else "")))
         on = n if s >= 1 else 1
         if setup.offload_optimizer:
             host = 12 * t / on
             lines.append(Line("optimizer (fp32 master + Adam m, v; on CPU)", 0,
-                              f"0 (offload_optimizer; host 12 B x {_b(t)}" + (f" / {on}" if on > 1 else "")
+                              f"0 (offload_optimizer; host 12 B x {billions(t)}" + (f" / {on}" if on > 1 else "")
                               + f" = {host / GIB:.2f} GiB per process)"))
         else:
             lines.append(Line(f"optimizer (fp32 master + Adam m, v{', sharded' if on > 1 else ''})",
-                              12 * t / on, f"12 B x {_b(t)}" + (f" / {on}" if on > 1 else "")))
+                              12 * t / on, f"12 B x {billions(t)}" + (f" / {on}" if on > 1 else "")))
         gn = n if s >= 2 else 1
         lines.append(Line(f"gradients (bf16{', sharded' if gn > 1 else ''})", 2 * t / gn,
-                          f"2 B x {_b(t)}" + (f" / {gn}" if gn > 1 else "")))
+                          f"2 B x {billions(t)}" + (f" / {gn}" if gn > 1 else "")))
         if s == 3 and setup.gather_for_generation:
             lines.append(Line("generation gather (ds3_gather_for_generation)", 2 * p,
-                              f"2 B x {_b(p)} (full bf16 copy)"))
+                              f"2 B x {billions(p)} (full bf16 copy)"))
     else:
-        lines.append(Line("weights (fp32, no DeepSpeed)", 4 * p, f"4 B x {_b(p)}"))
-        lines.append(Line("optimizer (Adam m, v, fp32)", 8 * t, f"8 B x {_b(t)}"))
-        lines.append(Line("gradients (fp32)", 4 * t, f"4 B x {_b(t)}"))
-        lines.append(Line("optimizer step scratch (AdamW foreach)", 4 * t, f"4 B x {_b(t)}"))
+        lines.append(Line("weights (fp32, no DeepSpeed)", 4 * p, f"4 B x {billions(p)}"))
+        lines.append(Line("optimizer (Adam m, v, fp32)", 8 * t, f"8 B x {billions(t)}"))
+        lines.append(Line("gradients (fp32)", 4 * t, f"4 B x {billions(t)}"))
+        lines.append(Line("optimizer step scratch (AdamW foreach)", 4 * t, f"4 B x {billions(t)}"))
     seq = setup.prompt_tokens + setup.completion_tokens
     tokens = setup.batch * seq
     h, i, L = shape.hidden, shape.intermediate, shape.layers
@@ -166,8 +170,32 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> Estimate:
     return Estimate(lines, host_bytes=host)
 
 
-def fits(shape: ModelShape, setup: Setup, mem_gib: float) -> bool:
-    return estimate_memory(shape, setup).total_gib <= mem_gib
+def setup_for(settings: dict[str, Any], *, gpus: int, deepspeed: bool, zero_stage: int = 3,
+              offload_optimizer: bool = False, offload_param: bool = False, freeze_towers: bool = True,
+              prompt_tokens: int = PROMPT_TOKENS, generation: bool = True) -> Setup:
+    """The :class:`Setup` of a job from its TRL settings (GRPOConfig, or
+    SFTConfig with ``generation`` false: no rollouts, so no gather and no KV
+    cache), so preflight and training estimate the same thing."""
+    ckpt = settings.get("activation_checkpointing")
+    if ckpt is None:
+        ckpt = settings.get("gradient_checkpointing", True)
+    steps = settings.get("steps_per_generation") or settings.get("gradient_accumulation_steps", 1)
+    return Setup(
+        gpus=gpus, deepspeed=deepspeed, zero_stage=zero_stage, offload_optimizer=offload_optimizer,
+        offload_param=offload_param, freeze_towers=freeze_towers,
+        batch=int(settings.get("per_device_train_batch_size", 1)),
+        generation_steps=int(steps) if generation else 0, prompt_tokens=prompt_tokens,
+        completion_tokens=int(settings.get("max_completion_length", 128)), gradient_checkpointing=bool(ckpt),
+        gather_for_generation=generation and bool(settings.get("ds3_gather_for_generation", True)))
+
+
+def fits_in(total_gib: float, mem_gib: float, headroom: float = HEADROOM) -> bool:
+    """An estimate fits when it leaves ``headroom`` of the GPU's memory free."""
+    return total_gib <= mem_gib * (1 - headroom)
+
+
+def fits(shape: ModelShape, setup: Setup, mem_gib: float, headroom: float = HEADROOM) -> bool:
+    return fits_in(estimate_memory(shape, setup).total_gib, mem_gib, headroom)
 
 
 def smallest_gpus(shape: ModelShape, setup: Setup, mem_gib: float, max_gpus: int = MAX_GPUS) -> int | None:
@@ -200,7 +228,7 @@ def suggestions(shape: ModelShape, setup: Setup, mem_gib: float, ds_file: str | 
                         dataclasses.replace(setup, gather_for_generation=False)))
     def verdict(alt: Setup) -> str:
         est = estimate_memory(shape, alt).total_gib
-        return f"{est:.1f} GiB ({'fits' if est <= mem_gib else 'does not fit'})"
+        return f"{est:.1f} GiB ({'fits' if fits_in(est, mem_gib) else 'does not fit'})"
 
     out = [f"{text}: {verdict(alt)}" for text, alt in options]
     combo = setup

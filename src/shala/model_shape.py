@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ShalaError
-from .launch_check import _first_line
+from .launch_check import first_line
 
 # Hub ids whose config ships with the package (offline preflight).
 SHIPPED_CONFIGS = {"qwen/qwen2.5-omni-7b": "qwen2_5_omni_7b_config.json"}
@@ -82,7 +82,7 @@ def model_config_dict(config: dict[str, Any], model_config: str | Path | None = 
                     return cfg.to_dict(), f"hub {model_cfg['id']}"
                 except (OSError, ValueError) as exc:
                     raise ShalaError(f"model.id {model_cfg['id']!r}: no shipped config and the hub "
-                                     f"does not answer ({_first_line(exc)}); pass --model-config "
+                                     f"does not answer ({first_line(exc)}); pass --model-config "
                                      "PATH/config.json") from None
         else:
             ref = Path(resolve_model_ref(config, config.get("results", "results")))
@@ -136,7 +136,7 @@ def _count_parameters(cfg_dict: dict[str, Any], name: str, source: str) -> Model
             else:
                 model = AutoModelForCausalLM.from_config(cfg)
     except (ValueError, TypeError, KeyError) as exc:
-        raise ShalaError(f"{source or 'model config'}: cannot build the model: {_first_line(exc)}") from None
+        raise ShalaError(f"{source or 'model config'}: cannot build the model: {first_line(exc)}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     groups = {"text": 0}

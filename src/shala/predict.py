@@ -26,22 +26,13 @@ from .errors import ConfigError, InputError
 from .items import subsample
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .parsing import parse_distribution
-from .prompts import full_answer, render_prompt_string, response_prefix, stop_token_ids, with_stop_ids
+from .prompts import encode_prompt, full_answer, render_prompt_string, response_prefix, stop_token_ids, with_stop_ids
 
 log = logging.getLogger(__name__)
 
 RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "limit", "batch_size",
                    "max_new_tokens", "decoding", "response_prefix", "parse_rate", "n_parsed", "seconds",
                    "items_per_s", "seed", "device", "dtype", "versions")
-
-
-def _encode(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a rendered prompt string (:func:`shala.prompts.render_prompt_string`).
-
-    Tokenised without extra special tokens: the chat template already
-    writes them, and a tokenizer that adds BOS would otherwise double it.
-    """
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def generate(model, tokenizer, prompts: Sequence[str], *,
@@ -62,7 +53,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *,
         tokenizer.padding_side = "left"  # decoder-only generation needs left padding
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = with_stop_ids(model.generation_config.eos_token_id or tokenizer.eos_token_id, list(stop_ids))
-    encoded = [_encode(tokenizer, p) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     lengths = [len(e) for e in encoded]
     if audio is not None:
         from .audio import audio_seconds

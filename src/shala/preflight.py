@@ -1,28 +1,37 @@
-"""``shala preflight``: check the launch config and estimate per-GPU memory
-before a GPU training job (SPEC §8).
+"""``shala preflight``: check the launch config, estimate per-GPU memory
+and the disk the runs need, before a GPU training job (SPEC §8).
 
 Run it where the job will run (the repo root: accelerate resolves the
 DeepSpeed json relative to the directory ``accelerate launch`` runs in)::
 
     shala preflight --config config.yaml [--config overlay.yaml] [--gpus N] [--gpu-mem GIB]
+                    [--strict] [--free-disk GIB]
 
-Exit status: 0 when the estimate fits (or the GPU memory is unknown: the
-estimate is printed with a note), 3 when it does not fit (the report names
-the settings that would make it fit), 2 when the launch config has problems
+Exit status: 0 when the estimate fits with 10 % headroom, or a fallback
+of :mod:`shala.fit` does and training will apply it (the report names it
+and its estimate), or the GPU memory is unknown (the estimate is printed
+with a note); 3 when nothing fits, or the configured setup does not and
+``training.fit_to_hardware`` is ``strict`` (or ``--strict``; the report names
+the settings that would make it fit); 4 when the unfinished training runs
+need more disk than is free under ``results`` (:mod:`shala.disk`), with
+``--enforce-disk`` (each GPU training job's preflight passes it unless
+``training.check_disk`` is false; by hand the verdict is printed, and the
+exit status is the memory verdict's); 2 when the launch config has problems
 (each named by file and field) or the config cannot be read.
 
-What it checks and how it estimates lives in three modules, each with its
-own job, and this one gathers their inputs from the config and prints the
-report:
+What it checks and how it estimates lives in modules of their own, and
+this one gathers their inputs from the config and prints the report:
 
 - :mod:`shala.launch_check`: ``training.accelerate_config`` and its
   DeepSpeed json, by accelerate's own code ("Launch config" there);
 - :mod:`shala.model_shape`: the model's parameter counts and dimensions,
   from its config on the ``meta`` device;
 - :mod:`shala.memory`: the per-GPU memory model ("Memory model (per GPU)"
-  there) and the settings that would make a job fit.
+  there) and the settings that would make a job fit;
+- :mod:`shala.fit`: the ordered fallbacks training applies ("Fallbacks");
+- :mod:`shala.disk`: the disk model ("Disk model").
 
-Their public names stay importable from here.
+The names of the first three stay importable from here.
 """
 
 from __future__ import annotations
@@ -31,24 +40,25 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from .disk import check_disk
 from .errors import ConfigError
+from .fit import FALLBACKS, choose, describe, fit_mode
 from .launch_check import (DS_FILE_EXCLUSIVE_FIELDS, OFFLOAD_DEVICES, LaunchCheck, Problem,
                            check_launch_config)
-from .memory import (GIB, MAX_GPUS, OVERHEAD_GIB, PROMPT_TOKENS, Estimate, Line, Setup, _b,
-                     estimate_memory, fits, smallest_gpus, suggestions)
+from .memory import (GIB, HEADROOM, MAX_GPUS, OVERHEAD_GIB, PROMPT_TOKENS, Estimate, Line, Setup, billions,
+                     estimate_memory, fits, fits_in, setup_for, smallest_gpus, suggestions)
 from .model_shape import (SHIPPED_CONFIGS, ModelShape, count_parameters, model_config_dict,
                           shipped_config_path)
 
 __all__ = [
-    "DS_FILE_EXCLUSIVE_FIELDS", "EXIT_DOES_NOT_FIT", "EXIT_OK", "EXIT_PROBLEMS", "GIB", "MAX_GPUS",
-    "OFFLOAD_DEVICES", "OVERHEAD_GIB", "PROMPT_TOKENS", "SHIPPED_CONFIGS", "TIGHT", "Estimate", "LaunchCheck",
+    "DS_FILE_EXCLUSIVE_FIELDS", "EXIT_DOES_NOT_FIT", "EXIT_NO_DISK", "EXIT_OK", "EXIT_PROBLEMS", "GIB",
+    "MAX_GPUS", "OFFLOAD_DEVICES", "OVERHEAD_GIB", "PROMPT_TOKENS", "SHIPPED_CONFIGS", "Estimate", "LaunchCheck",
     "Line", "ModelShape", "Problem", "Setup", "check_launch_config", "count_parameters", "detect_gpus",
     "estimate_memory", "fits", "model_config_dict", "run_preflight", "shipped_config_path", "smallest_gpus",
     "suggestions",
 ]
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_DOES_NOT_FIT = 0, 2, 3
-TIGHT = 0.10           # headroom below this fraction of GPU memory is "tight"
+EXIT_OK, EXIT_PROBLEMS, EXIT_DOES_NOT_FIT, EXIT_NO_DISK = 0, 2, 3, 4
 
 
 def detect_gpus() -> tuple[int, float | None, str | None]:
@@ -64,11 +74,21 @@ def detect_gpus() -> tuple[int, float | None, str | None]:
         return 0, None, None
 
 
+def _table(say, est: Estimate, mem: float | None, title: str) -> None:
+    say(title)
+    width = max(len(line.label) for line in est.lines)
+    for line in est.lines:
+        say(f"  {line.label:<{width}}  {line.bytes / GIB:7.2f}   {line.formula}")
+    say(f"  {'total':<{width}}  {est.total_gib:7.2f}" + (f"   of {mem:.1f} GiB" if mem is not None else ""))
+
+
 def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: float | None = None,
                   model_config: str | Path | None = None, prompt_tokens: int = PROMPT_TOKENS,
+                  strict: bool = False, free_disk: float | None = None, enforce_disk: bool = False,
                   out: TextIO | None = None) -> int:
-    """Print the launch-config check and the per-GPU memory estimate; return
-    the exit status (module doc)."""
+    """Print the launch-config check, the per-GPU memory estimate with the
+    fallback training applies, and the disk check; return the exit status
+    (module doc). ``strict`` overrides training.fit_to_hardware."""
     out = out or sys.stdout
 
     def say(text: str = "") -> None:
@@ -76,6 +96,7 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
 
     training = config.get("training") or {}
     grpo = dict(training.get("grpo") or {})
+    mode = fit_mode(config, strict)
     n_seen, mem_seen, gpu_name = detect_gpus()
     notes: list[str] = []
     if gpus is not None:
@@ -112,15 +133,11 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     name = str(model_cfg.get("id") or model_cfg.get("path") or model_cfg.get("name") or "model")
     shape = count_parameters(cfg_dict, name=name, source=cfg_source)
     freeze = bool(training.get("freeze_unused_towers", True))
-    setup = Setup(
-        gpus=n, deepspeed=launch.deepspeed and n > 1, zero_stage=launch.zero_stage,
-        offload_optimizer=launch.offload_optimizer != "none", offload_param=launch.offload_param != "none",
-        freeze_towers=freeze, batch=int(grpo.get("per_device_train_batch_size", 1)),
-        generation_steps=int(grpo.get("steps_per_generation") or grpo.get("gradient_accumulation_steps", 1)),
-        prompt_tokens=prompt_tokens, completion_tokens=int(grpo.get("max_completion_length", 128)),
-        gradient_checkpointing=bool(grpo["activation_checkpointing"] if grpo.get("activation_checkpointing")
-                                    is not None else grpo.get("gradient_checkpointing", True)),
-        gather_for_generation=bool(grpo.get("ds3_gather_for_generation", True)))
+    deepspeed = launch.deepspeed and n > 1
+    setup = setup_for(grpo, gpus=n, deepspeed=deepspeed, zero_stage=launch.zero_stage,
+                      offload_optimizer=launch.offload_optimizer != "none",
+                      offload_param=launch.offload_param != "none", freeze_towers=freeze,
+                      prompt_tokens=prompt_tokens)
     est = estimate_memory(shape, setup)
 
     say(f"shala preflight: {n} GPU(s) ({n_from}), "
@@ -141,45 +158,82 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
         say("  launch config OK")
     say()
     t = shape.trainable(freeze)
-    parts = " + ".join(f"{g} {_b(c)}" for g, c in shape.groups.items())
+    parts = " + ".join(f"{g} {billions(c)}" for g, c in shape.groups.items())
     say(f"model: {shape.name} ({'thinker, ' if shape.towers else ''}config {shape.source})")
-    say(f"  parameters: {parts} = {_b(shape.total)} (counted on the meta device)")
+    say(f"  parameters: {parts} = {billions(shape.total)} (counted on the meta device)")
     if shape.towers:
-        say(f"  trainable: {_b(t)} ("
+        say(f"  trainable: {billions(t)} ("
             + (f"{' and '.join(shape.towers)} towers frozen: training.freeze_unused_towers true"
                if freeze else "nothing frozen: training.freeze_unused_towers false") + ")")
     say(f"  GRPO: per-device batch {setup.batch} x ({setup.prompt_tokens} prompt + "
         f"{setup.completion_tokens} completion) tokens, {setup.generation_steps} micro-batch(es) per "
         f"generation, activation checkpointing {'on' if setup.gradient_checkpointing else 'off'}")
     say()
-    say("per-GPU memory estimate (GiB = 2^30 bytes):")
-    width = max(len(line.label) for line in est.lines)
-    for line in est.lines:
-        say(f"  {line.label:<{width}}  {line.bytes / GIB:7.2f}   {line.formula}")
-    say(f"  {'total':<{width}}  {est.total_gib:7.2f}"
-        + (f"   of {mem:.1f} GiB" if mem is not None else ""))
+    _table(say, est, mem, "per-GPU memory estimate (GiB = 2^30 bytes):")
     for note in notes:
         say(f"note: {note}")
     say()
+    rc = _memory_verdict(say, shape, setup, est, mem, mode, launch.ds_config_file)
 
-    if mem is None:
-        say(f"verdict: UNKNOWN: {est.total_gib:.1f} GiB per GPU needed; no GPU visible and no --gpu-mem "
-            "(or training.gpu_mem_gb) given, so nothing to compare with")
-        rc = EXIT_OK
-    elif est.total_gib <= mem:
-        headroom = mem - est.total_gib
-        tight = headroom < TIGHT * mem
-        say(f"verdict: FITS: {est.total_gib:.1f} of {mem:.1f} GiB per GPU, {headroom:.1f} GiB headroom"
-            + (" (tight: under 10 %; allocator fragmentation and longer prompts can use that up)"
-               if tight else ""))
-        rc = EXIT_OK
+    say()
+    disk = check_disk(config, shape, deepspeed=deepspeed, save_16bit=launch.save_16bit, free_gib=free_disk)
+    for line in disk.report():
+        say(line)
+    if disk.fits:
+        say(f"disk verdict: OK: {disk.need / GIB:.1f} GiB needed, {disk.free / GIB:.1f} GiB free")
+    elif not enforce_disk or not training.get("check_disk", True):
+        why = "training.check_disk false" if enforce_disk else "training jobs stop on it (--enforce-disk)"
+        say(f"disk verdict: NOT ENOUGH (reported only; {why}): {disk.error()}")
     else:
-        say(f"verdict: DOES NOT FIT: {est.total_gib:.1f} GiB per GPU needed, {mem:.1f} GiB available. "
-            "Settings that would change that:")
-        for s in suggestions(shape, setup, mem, launch.ds_config_file):
-            say(f"  - {s}")
-        rc = EXIT_DOES_NOT_FIT
+        say(f"disk verdict: NOT ENOUGH: {disk.error()}")
+        rc = rc or EXIT_NO_DISK
     if launch.problems:
         say(f"launch config: {len(launch.problems)} problem(s), see above")
         rc = EXIT_PROBLEMS
     return rc
+
+
+def _memory_verdict(say, shape: ModelShape, setup: Setup, est: Estimate, mem: float | None, mode: str,
+                    ds_file: str | None) -> int:
+    """The memory verdict and the fallback training will apply (shala.fit)."""
+    if mem is None:
+        say(f"verdict: UNKNOWN: {est.total_gib:.1f} GiB per GPU needed; no GPU visible and no --gpu-mem "
+            "(or training.gpu_mem_gb) given, so nothing to compare with")
+        return EXIT_OK
+    want = f"at least {HEADROOM:.0%} headroom wanted: {mem * (1 - HEADROOM):.1f} GiB usable"
+    headroom = mem - est.total_gib
+    if fits_in(est.total_gib, mem):
+        say(f"verdict: FITS: {est.total_gib:.1f} of {mem:.1f} GiB per GPU, {headroom:.1f} GiB headroom ({want})")
+        say("fit: none needed")
+        return EXIT_OK
+    tight = (f"tight: {headroom:.1f} GiB headroom, under {HEADROOM:.0%}; allocator fragmentation and longer "
+             "prompts use that up" if headroom >= 0 else f"{-headroom:.1f} GiB over")
+    if mode == "off":
+        say(f"verdict: NOT CHECKED (training.fit_to_hardware off): {est.total_gib:.1f} GiB per GPU of "
+            f"{mem:.1f} ({tight})")
+        return EXIT_OK
+    choice = choose(shape, setup, mem, mode="fallback", has_ds_file=bool(ds_file))
+    if choice.fits and mode == "fallback":
+        say(f"verdict: FITS WITH A FALLBACK: as configured {est.total_gib:.1f} GiB per GPU of {mem:.1f} "
+            f"({tight}; {want})")
+        say(f"fit (training.fit_to_hardware fallback): training applies {describe(choice, mem, setup.gpus)}")
+        for name, gib in choice.tried[:-1]:
+            say(f"  tried first: {name}: {gib:.1f} GiB (does not fit)")
+        say("  (training.fit_to_hardware strict, or --strict, refuses instead)")
+        say()
+        _table(say, choice.estimate, mem, f"per-GPU memory estimate with fallback {choice.fallback.name}:")
+        return EXIT_OK
+    say(f"verdict: DOES NOT FIT: {est.total_gib:.1f} GiB per GPU needed, {mem:.1f} GiB available ({tight}; "
+        f"{want})" + (". training.fit_to_hardware is strict" if mode == "strict" else ""))
+    if choice.fits:
+        say(f"fit: training.fit_to_hardware fallback would apply {describe(choice, mem, setup.gpus)}")
+    else:
+        tried = ", ".join(f"{name} {gib:.1f} GiB" for name, gib in choice.tried)
+        say(f"fit: no fallback of the {len(FALLBACKS)} fits (tried: {tried})" if tried else
+            f"fit: none of the {len(FALLBACKS)} fallbacks applies (they need DeepSpeed: training.gpus > 1 "
+            "with training.accelerate_config)" if not setup.deepspeed else
+            f"fit: none of the {len(FALLBACKS)} fallbacks applies to this DeepSpeed setup")
+    say("Settings that would change that:")
+    for s in suggestions(shape, setup, mem, ds_file):
+        say(f"  - {s}")
+    return EXIT_DOES_NOT_FIT

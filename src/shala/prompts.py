@@ -130,7 +130,33 @@ def render_prompt_string(tokenizer, item: dict[str, Any], prompt_cfg: dict[str, 
         raise ConfigError("the tokenizer has no chat template; prompts are chat messages (SPEC §4)")
     text = tokenizer.apply_chat_template(render_messages(item, prompt_cfg, audio=audio), tokenize=False,
                                          add_generation_prompt=True)
-    return text + response_prefix(prompt_cfg, item["labels"])
+    return without_added_bos(tokenizer, text) + response_prefix(prompt_cfg, item["labels"])
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether encoding a string puts a BOS token in front (Llama 3, Gemma)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def without_added_bos(tokenizer, text: str) -> str:
+    """The template's leading BOS removed when the tokenizer adds its own.
+
+    TRL tokenises string prompts with special tokens added, and so does
+    ``shala predict`` (:func:`encode_prompt`); a template that also writes
+    the BOS would give a double BOS. Stripping it from the text leaves one,
+    the same in training and prediction, for any tokenizer."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and adds_bos(tokenizer):
+        return text[len(bos):]
+    return text
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt string, exactly as TRL's GRPOTrainer
+    tokenises a string prompt (``processing_class(text=...)``, special
+    tokens added): what prediction reads is what training trained on."""
+    return tokenizer(text=prompt)["input_ids"]
 
 
 def full_answer(prefix: str | None, completion: str) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fit import fit_to_hardware
 from .jsonio import write_json
 from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints, cuda_available,
                       device_name, finish_distributed, freeze_towers, jsonable, library_versions, load_for_training,
@@ -128,6 +129,12 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     (out_dir / RUN_RECORD).unlink(missing_ok=True)
     requested = sft_settings(config, method, max_steps)
     settings, notes = adapt_to_device(requested)
+    # on GPUs: the first fallback that fits (shala.fit), before the config is
+    # built (an offload points accelerate at a rewritten DeepSpeed json)
+    settings, fit_notes, fit = fit_to_hardware(config, settings, out_dir)
+    notes = [*notes, *fit_notes]
+    for note in fit_notes:
+        log.info("fit to hardware: %s", note)
     threads = apply_threads(config)
     set_seed(seed)
     args = make_sft_config(settings, out_dir, seed)
@@ -158,7 +165,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
         "response_prefix": sorted({response_prefix(prompt_cfg, it["labels"]) for it in items}),
         "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
                        "requested": jsonable(requested)},
-        "notes": notes, "global_step": steps, "device": device_name(), "torch_threads": threads,
+        "notes": notes, "fit": fit, "global_step": steps, "device": device_name(), "torch_threads": threads,
         "world_size": args.world_size, "zero3": zero3, "peak_gpu_memory_gib": peak_gpu_memory_gib(),
         "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,

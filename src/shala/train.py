@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fit import fit_to_hardware
 from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints,  # noqa: F401
                       count_calls, cuda_available, device_name, finish_distributed, freeze_towers, jsonable,
                       library_versions, load_for_training, model_component, peak_gpu_memory_gib, zero3_status)
@@ -50,7 +51,7 @@ RECORDED_FIELDS = (
     "scale_rewards", "loss_type", "max_completion_length", "num_generations", "temperature",
     "beta", "num_train_epochs", "max_steps", "learning_rate", "optim",
     "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "save_steps",
-    "logging_steps",
+    "logging_steps", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
 )
 # Non-§5 defaults we choose (config may override any of them): keep two
 # checkpoints (resuming needs only the last), log the first step, no
@@ -287,7 +288,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     from trl import GRPOTrainer
 
     from .audio import audio_features_for
-    from .constrained import constrain_generate, constraint_settings
+    from .constrained import constrain_generate, constraint_settings, mask_forced_tokens
     from .prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
 
@@ -298,6 +299,12 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     spec = method_spec(config, method)
     requested = grpo_settings(config, method, max_steps)
     settings, notes = adapt_to_device(requested)
+    # on GPUs: the first fallback that fits (shala.fit), before the config is
+    # built (an offload points accelerate at a rewritten DeepSpeed json)
+    settings, fit_notes, fit = fit_to_hardware(config, settings, out_dir)
+    notes = [*notes, *fit_notes]
+    for note in fit_notes:
+        log.info("fit to hardware: %s", note)
     threads = apply_threads(config)
     set_seed(seed)
     args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
@@ -338,6 +345,9 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     tower_calls = count_calls(model, OMNI_TOWER_PREFIXES["audio"])
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                           processing_class=tokenizer, callbacks=[step_log], **extra)
+    masked = None
+    if constrained and (config.get("training") or {}).get("mask_forced_tokens", True):
+        masked = mask_forced_tokens(trainer, tokenizer, labels, constrained["max_digits"])
 
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -353,7 +363,9 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "audio": audio is not None,
         "prompt": prompt_cfg, "response_prefix": sorted(set(train_ds["response_prefix"])),
         "stop_at": prompt_cfg.get("stop_at"), "constrained": constrained,
-        "grpo_config": config_record(args, requested), "notes": notes,
+        "forced_tokens": ({"masked": True, **masked} if masked is not None
+                          else {"masked": False} if constrained else None),
+        "grpo_config": config_record(args, requested), "notes": notes, "fit": fit,
         "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,
         "device": device_name(), "torch_threads": threads, "world_size": args.world_size,

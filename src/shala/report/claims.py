@@ -29,7 +29,7 @@ from ..evaluate import level_order
 from .load import is_ref
 from .tables import PAPER_SETUP, markdown
 
-SHALA = ("shala", "shala_no_ambi", "shala_batch")
+SHALA = ("shala", "shala_no_ambi", "shala_batch", "shala_no_ambi_batch")
 CLAIMS = {
     1: "MLS raises accuracy/F1 over zero-shot on NLI but worsens JSD and BC (collapse to the dominant label).",
     2: "SHALA (with or without the ambiguity weight) lowers JSD and raises BC and F1 over both zero-shot "
@@ -179,14 +179,17 @@ def claim3(f: Facts, ds: str) -> Finding:
     if not f.has(ds, "shala_no_ambi") or not variants:
         return Finding(3, ds, "cannot tell", "needs shala_no_ambi and shala or shala_batch", "")
     parts, results, unknown = [], {}, []
+    # the fair pair for a batch-scaled run differs from it only in the weight
+    baseline = {v: "shala_no_ambi_batch" if v == "shala_batch" and f.has(ds, "shala_no_ambi_batch")
+                else "shala_no_ambi" for v in variants}
     for v in variants:
-        why = f.unjudgeable(ds, v, "shala_no_ambi")
+        why = f.unjudgeable(ds, v, baseline[v])
         if why:
             unknown.append(why)
             continue
-        jdir, jtxt = f.jsd(ds, v, "shala_no_ambi")
+        jdir, jtxt = f.jsd(ds, v, baseline[v])
         sr = f.scale_rewards(ds, v)
-        parts.append(f"{v} (scale_rewards: {sr or 'not recorded'}) vs shala_no_ambi: {jtxt}")
+        parts.append(f"{v} (scale_rewards: {sr or 'not recorded'}) vs {baseline[v]}: {jtxt}")
         results[v] = (jdir, sr)
     text = "; ".join(parts) + "." if parts else ""
     pa, pn = f.paper_row(ds, "shala"), f.paper_row(ds, "shala_no_ambi")
@@ -209,9 +212,9 @@ def claim3(f: Facts, ds: str) -> Finding:
         return Finding(3, ds, "cannot tell", f"scale_rewards of {primary} is {sr or 'not recorded (no run record)'}",
                        text)
     if jdir == 0:
-        return Finding(3, ds, "cannot tell", f"{primary} vs shala_no_ambi: {CI_ZERO}", text)
+        return Finding(3, ds, "cannot tell", f"{primary} vs {baseline[primary]}: {CI_ZERO}", text)
     return Finding(3, ds, "supports" if jdir < 0 else "refutes",
-                   "" if jdir < 0 else f"{primary} has a higher JSD than shala_no_ambi", text)
+                   "" if jdir < 0 else f"{primary} has a higher JSD than {baseline[primary]}", text)
 
 
 def _level_bc(f: Facts, ds: str) -> dict[str, dict[str, float]]:

@@ -64,15 +64,35 @@ SETUP_FIELDS = (("learning_rate", "lr"), ("max_steps", "steps"), ("num_generatio
 PAPER_TASK_START = "Given a premise and a hypothesis, predict the probability"
 
 
+def fit_cell(record: dict) -> str:
+    """The memory fallback a run applied (run.json key ``fit``, written by
+    shala.fit.fit_to_hardware): a run on smaller GPUs than the paper's may
+    have traded speed for memory, and its Setup row says so."""
+    if "fit" not in record:
+        return DASH
+    fit = record["fit"]
+    if fit is None:
+        return "not checked (CPU)"
+    if not isinstance(fit, dict):
+        return str(fit)
+    if not fit.get("checked", True):
+        return f"not checked ({fit.get('reason') or fit.get('mode')})"
+    est, mem, n = fit.get("estimate_gib"), fit.get("gpu_mem_gib"), fit.get("gpus")
+    where = (f" ({est:.1f} of {mem:.1f} GiB x {n})" if isinstance(est, (int, float))
+             and isinstance(mem, (int, float)) else "")
+    return (f"{fit['fallback']}{where}" if fit.get("fallback") else f"none needed{where}")
+
+
 def setup_md(run_records: list) -> str:
     """The training setup as the run records state it: model, prompt,
-    response prefix and decoding aids, GRPO/SFT settings per run. A reader
+    response prefix and decoding aids, GRPO/SFT settings and the memory
+    fallback (GPU fit) per run. A reader
     needs this before any number: a demo run is not the paper's setup."""
     if not run_records:
         return "No training run records were given.\n"
     lines = ["| dataset | method | seed | kind | model | " + " | ".join(h for _, h in SETUP_FIELDS)
-             + " | response prefix | constrained | s/step |",
-             "|" + "---|" * (len(SETUP_FIELDS) + 8)]
+             + " | response prefix | constrained | s/step | GPU fit |",
+             "|" + "---|" * (len(SETUP_FIELDS) + 9)]
     prompts = {}
     for r in run_records:
         d = r.data
@@ -83,7 +103,7 @@ def setup_md(run_records: list) -> str:
         lines.append(f"| {r.dataset} | {r.method} | {r.seed} | {d.get('kind', DASH)} | "
                      f"{d.get('init_from') or d.get('model_ref', DASH)} | " + " | ".join(vals)
                      + f" | {prefix} | {'yes' if d.get('constrained') else 'no'} | "
-                     + (f"{spp:.1f}" if isinstance(spp, (int, float)) else DASH) + " |")
+                     + (f"{spp:.1f}" if isinstance(spp, (int, float)) else DASH) + f" | {fit_cell(d)} |")
         if isinstance(d.get("prompt"), dict):
             prompts.setdefault(r.dataset, d["prompt"])
     out = ["Training runs as their run records state them (`run.json` beside each model):\n",

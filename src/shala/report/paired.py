@@ -2,10 +2,14 @@
 
 Pairs, per dataset, among the runs present (``method`` − ``baseline``):
 
-- each trained method against ``zs``, ``mls`` and ``sft_soft`` (a pair is
-  listed once: ``mls`` − ``sft_soft`` is the mirror of ``sft_soft`` − ``mls``);
-- ``shala`` − ``shala_no_ambi``, ``shala_batch`` − ``shala_no_ambi`` and
-  ``shala_batch`` − ``shala`` (the ambiguity weight, claim 3).
+- each trained method against ``zs``, ``mls``, ``sft_soft`` and ``ref_prior``
+  (a pair is listed once: ``mls`` − ``sft_soft`` is the mirror of
+  ``sft_soft`` − ``mls``). A trained model that cannot beat the label prior
+  has learned nothing from the items;
+- ``shala`` − ``shala_no_ambi``, ``shala_batch`` − ``shala_no_ambi_batch``
+  (the fair pair: batch scaling on both sides), ``shala_batch`` −
+  ``shala_no_ambi`` and ``shala_batch`` − ``shala`` (the ambiguity weight,
+  claim 3).
 
 Per-item JSD is averaged over the seeds of a run first; items are matched by
 id (inner join). Mean difference, paired bootstrap 95% interval (10,000
@@ -23,8 +27,9 @@ from ..significance import holm, paired_test
 from .load import is_trained, run_order
 from .tables import ALPHA, DASH, N_BOOT, markdown
 
-BASELINES = ("zs", "mls", "sft_soft")
-WEIGHT_PAIRS = (("shala", "shala_no_ambi"), ("shala_batch", "shala_no_ambi"), ("shala_batch", "shala"))
+BASELINES = ("zs", "mls", "sft_soft", "ref_prior")
+WEIGHT_PAIRS = (("shala", "shala_no_ambi"), ("shala_batch", "shala_no_ambi_batch"), ("shala_batch", "shala_no_ambi"),
+                ("shala_batch", "shala"))
 SIG_COLUMNS = ["dataset", "method", "baseline", "n_items", "n_seeds_method", "n_seeds_baseline",
                "jsd_method", "jsd_baseline", "mean_diff", "ci_lo", "ci_hi", "statistic", "p_value", "p_holm"]
 
