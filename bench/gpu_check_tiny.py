@@ -3,14 +3,17 @@ Qwen2.5-Omni thinker (built in seconds, no download), text and audio.
 
 For each of a text dataset (ChaosNLI-like items) and a speech + text one
 (MSP-Podcast-like items with WAV clips written here):
-  1. 2 GRPO steps through `accelerate launch --num_processes 1` with the
-     repo's ZeRO-3 config (config/accelerate_zero3.yaml) in bf16 — or, with
-     --cpu-smoke, a plain single-process `shala train` in float32 on the CPU
-     (no DeepSpeed), so the test suite keeps this script working;
+  1. 2 GRPO steps through `accelerate launch --num_processes 1` (a
+     `shala free-port` rendezvous port) with the repo's ZeRO-3 config
+     (config/accelerate_zero3.yaml) in bf16 — or, with --cpu-smoke, a plain
+     single-process `shala train` in float32 on the CPU (no DeepSpeed), so
+     the test suite keeps this script working (tests/test_zero3.py runs the
+     ZeRO-3 launch itself on 2 CPU ranks);
   2. save (the run's final weights), reload them with `shala predict`, and
      predict the test split.
 It checks what each step left (run.json: 2 steps, audio on for the speech
-data; one prediction per test item) and writes OUTDIR/gpu_check_tiny.json.
+data; one prediction per test item) and writes OUTDIR/gpu_check_a.json (the
+runs' own output: OUTDIR/gpu_check_a.runs.log).
 
     python bench/gpu_check_tiny.py OUTDIR [--cpu-smoke]
 """
@@ -92,7 +95,7 @@ def run(cmd: list[str], log) -> float:
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode:
-        raise SystemExit(f"gpu_check_tiny: failed ({r.returncode}): {' '.join(cmd)}; see the log")
+        raise SystemExit(f"gpu_check_tiny: failed ({r.returncode}): {' '.join(cmd)}; see gpu_check_a.runs.log")
     return time.perf_counter() - t
 
 
@@ -112,12 +115,14 @@ def main() -> None:
     data = write_data(work)
     config = write_config(work, model, gpu)
     py = [sys.executable, "-m", "shala"]
-    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "config" / "accelerate_zero3.yaml"), "--num_processes", "1", "-m", "shala"]
-              if gpu else py)
+    launch = py
+    if gpu:  # the workflow's ZeRO-3 launch at 1 rank (launcher_command gives plain `shala` for 1)
+        port = subprocess.run(py + ["free-port"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "config/accelerate_zero3.yaml",
+                  "--num_processes", "1", "--main_process_port", port, "-m", "shala"]
     result = {"mode": "gpu: accelerate + ZeRO-3, bf16" if gpu else "cpu-smoke: single process, float32",
               "python": sys.version.split()[0], "runs": {}}
-    with open(out / "gpu_check_tiny.log", "w") as log:
+    with open(out / "gpu_check_a.runs.log", "w") as log:
         for name, d in data.items():
             run_dir = work / "models" / name
             t_train = run(launch + ["train", "--dataset", name, "--method", "shala", "--seed", "0",
@@ -138,9 +143,9 @@ def main() -> None:
                                     "seconds_per_step": record["timing"]["seconds_per_step"], "checks": checks}
             print(f"(a) {name}: train {t_train:.1f} s, predict {t_pred:.1f} s, checks {checks}", flush=True)
     result["ok"] = all(all(r["checks"].values()) for r in result["runs"].values())
-    (out / "gpu_check_tiny.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "gpu_check_a.json").write_text(json.dumps(result, indent=2) + "\n")
     if not result["ok"]:
-        raise SystemExit("gpu_check_tiny: a check failed; see gpu_check_tiny.json")
+        raise SystemExit("gpu_check_tiny: a check failed; see gpu_check_a.json")
 
 
 if __name__ == "__main__":
