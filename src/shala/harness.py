@@ -49,6 +49,22 @@ def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     return settings, notes
 
 
+def run_settings(config: dict[str, Any], requested: dict[str, Any],
+                 out_dir: Path) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+    """Trainer settings for this machine, before the trainer config is built:
+    the device adaptation (:func:`adapt_to_device`), then on GPUs the first
+    fallback that fits (:func:`shala.fit.fit_to_hardware`; an offload points
+    accelerate at a rewritten DeepSpeed json). Returns settings, the notes
+    to record, and the fit record (None on CPU)."""
+    from .fit import fit_to_hardware
+
+    settings, notes = adapt_to_device(requested)
+    settings, fit_notes, fit = fit_to_hardware(config, settings, out_dir)
+    for note in fit_notes:
+        log.info("fit to hardware: %s", note)
+    return settings, [*notes, *fit_notes], fit
+
+
 def cpu_launch_env() -> None:
     """On a machine without CUDA, tell DeepSpeed to use its CPU accelerator
     (``DS_ACCELERATOR=cpu``; it would otherwise look for CUDA and fail to

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .fit import fit_to_hardware
 from .jsonio import write_json
-from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints, cuda_available,
+from .harness import (apply_threads, checkpoint_policy, clean_checkpoints, cuda_available, run_settings,
                       device_name, finish_distributed, freeze_towers, jsonable, library_versions, load_for_training,
                       model_component, peak_gpu_memory_gib, zero3_status)
 from .train import RUN_RECORD, load_train_items, method_spec, prompt_config
@@ -128,13 +127,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)
     requested = sft_settings(config, method, max_steps)
-    settings, notes = adapt_to_device(requested)
-    # on GPUs: the first fallback that fits (shala.fit), before the config is
-    # built (an offload points accelerate at a rewritten DeepSpeed json)
-    settings, fit_notes, fit = fit_to_hardware(config, settings, out_dir)
-    notes = [*notes, *fit_notes]
-    for note in fit_notes:
-        log.info("fit to hardware: %s", note)
+    settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
     args = make_sft_config(settings, out_dir, seed)

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .fit import fit_to_hardware
-from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints,  # noqa: F401
+from .harness import (adapt_to_device, apply_threads, checkpoint_policy, clean_checkpoints, run_settings,  # noqa: F401
                       count_calls, cuda_available, device_name, finish_distributed, freeze_towers, jsonable,
                       library_versions, load_for_training, model_component, peak_gpu_memory_gib, zero3_status)
 from .jsonio import dumps_line, read_jsonl, write_json
@@ -298,13 +297,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
     requested = grpo_settings(config, method, max_steps)
-    settings, notes = adapt_to_device(requested)
-    # on GPUs: the first fallback that fits (shala.fit), before the config is
-    # built (an offload points accelerate at a rewritten DeepSpeed json)
-    settings, fit_notes, fit = fit_to_hardware(config, settings, out_dir)
-    notes = [*notes, *fit_notes]
-    for note in fit_notes:
-        log.info("fit to hardware: %s", note)
+    settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
     args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
