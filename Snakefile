@@ -15,6 +15,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html` after a run: one self-contained page with
+# the figures, tables and claims (flagged in rules/report.smk), this text on top.
+report: "rules/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"

@@ -27,7 +27,7 @@ SHORT_PROMPT = {"target": "Premise: {premise}\nHypothesis: {hypothesis}", "task"
 
 
 def chaosnli_train_dir(n: int, out: Path) -> Path:
-    """``n`` ChaosNLI items (pooled, seeded split, SPEC §3.1) as train.jsonl."""
+    """``n`` ChaosNLI items (pooled, seeded split, docs/design.md §3.1) as train.jsonl."""
     from shala.adapters.chaosnli import load
     from shala.items import assign_splits
     from shala.jsonio import write_jsonl
@@ -49,11 +49,11 @@ def model_dir(kind: str, work: Path) -> Path:
 
 
 def bench_config(kind: str, max_completion_length: int, threads: int) -> dict:
-    import yaml
+    from shala.config import fill_defaults, load_config
 
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    cfg = load_config([ROOT / "config.yaml"])
     if kind == "tiny":
-        cfg["datasets"]["chaosnli"]["prompt"] = SHORT_PROMPT
+        cfg["datasets"]["chaosnli"]["prompt"] = fill_defaults(dict(SHORT_PROMPT), at="datasets.chaosnli.prompt")
     cfg["training"]["threads"] = threads
     cfg["training"]["grpo"].update(max_completion_length=max_completion_length, logging_steps=1,
                                    save_steps=10_000)

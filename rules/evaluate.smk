@@ -1,4 +1,4 @@
-# Stage 5: metrics of every predictions file (SPEC §6).
+# Stage 5: metrics of every predictions file (docs/design.md §6).
 
 
 rule evaluate:

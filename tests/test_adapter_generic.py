@@ -1,4 +1,4 @@
-"""Generic adapter (SPEC §3.4): real LeWiDi / VariErr data read in place, and written fixtures."""
+"""Generic adapter (docs/design.md §3.4): real LeWiDi / VariErr data read in place, and written fixtures."""
 
 from __future__ import annotations
 

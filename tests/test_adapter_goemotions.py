@@ -1,4 +1,4 @@
-"""GoEmotions adapter (SPEC §3.2) on rows written in the official raw CSV format."""
+"""GoEmotions adapter (docs/design.md §3.2) on rows written in the official raw CSV format."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MSP-Podcast adapter (SPEC §3.3): real WHiSER label files + small written fixtures."""
+"""MSP-Podcast adapter (docs/design.md §3.3): real WHiSER label files + small written fixtures."""
 
 from __future__ import annotations
 

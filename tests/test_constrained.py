@@ -1,4 +1,4 @@
-"""Constrained decoding (SPEC §4): the JSON skeleton is forced, numbers are free."""
+"""Constrained decoding (docs/design.md §4): the JSON skeleton is forced, numbers are free."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from shala.config import fill_defaults
 from shala.constrained import JSONSkeleton, constraint_settings, skeleton_processor
 from shala.errors import ConfigError
 from shala.parsing import parse_distribution
@@ -63,13 +64,16 @@ def test_processor_masks_all_but_the_allowed_tokens(tok):
 
 
 def test_settings_need_the_auto_prefix_and_whole_numbers():
-    assert constraint_settings({}, LABELS) is None
-    s = constraint_settings({"constrained": True, "response_prefix": "auto", "answer_scale": 100}, LABELS)
+    def prompt(**fields):  # a prompt block, the schema's defaults filled as the config's are
+        return fill_defaults(fields, at="datasets.x.prompt")
+
+    assert constraint_settings(prompt(), LABELS) is None
+    s = constraint_settings(prompt(constrained=True, response_prefix="auto", answer_scale=100), LABELS)
     assert s["skeleton"] == '{"entailment": N, "neutral": N, "contradiction": N}'
     with pytest.raises(ConfigError, match="response_prefix"):
-        constraint_settings({"constrained": True}, LABELS)
+        constraint_settings(prompt(constrained=True), LABELS)
     with pytest.raises(ConfigError, match="answer_scale"):
-        constraint_settings({"constrained": True, "response_prefix": "auto"}, LABELS)
+        constraint_settings(prompt(constrained=True, response_prefix="auto"), LABELS)
 
 
 def _answer_ids(tok, sk, numbers):

@@ -1,4 +1,4 @@
-"""``shala fetch-data`` routes (SPEC §9): the data mirror when its folder
+"""``shala fetch-data`` routes (docs/design.md §9): the data mirror when its folder
 exists, else the official download; sha256 checked either way. No test
 touches the network: URLs are ``file://`` or the opener is replaced."""
 
@@ -114,9 +114,8 @@ def test_present_mirror_is_copied_without_network(tmp_path, offline):
 
 
 def test_no_mirror_and_no_url_is_a_config_error_naming_data_mirror(tmp_path, offline):
-    config = _config(tmp_path, {"data_mirror": str(tmp_path / "absent")})
-    byod = yaml.safe_load((ROOT / "config" / "byod.yaml").read_text())
-    config["datasets"]["varierr"] = byod["datasets"]["varierr"]
+    config = load_config([ROOT / "config.yaml", ROOT / "config" / "byod.yaml"])
+    config["data_mirror"] = str(tmp_path / "absent")
     with pytest.raises(ConfigError, match="data_mirror") as ei:
         download.fetch_data("varierr", config, tmp_path / "raw")
     assert "varierr/" in str(ei.value) and offline == []

@@ -11,8 +11,9 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score, f1_score
 
 from shala.errors import ConfigError, InputError
-from shala.evaluate import evaluate_rows, run_evaluate
+from shala.evaluate import POLICIES, evaluate_rows, run_evaluate
 from shala.items import make_item
+from shala.metrics import REGISTRY
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -150,6 +151,7 @@ def test_exclude_all_failed_gives_nulls(tmp_path):
     res = run_evaluate(write(tmp_path / "p.jsonl", rows), tmp_path / "m.json", on_parse_failure="exclude")
     assert res["parse_failure_rate"] == 1.0
     assert res["overall"]["jsd"] is None and res["overall"]["mean_sum_error"] is None
+    assert all(res["overall"][k] is None for k, m in REGISTRY.items() if m.fn is not None)
     assert res["per_class"]["neutral"]["jsd"] is None
     assert "NaN" not in (tmp_path / "m.json").read_text()
 
@@ -181,6 +183,21 @@ def test_per_class_block():
     assert e["soft_precision"] == pytest.approx((0.6 + 0.1) / 1.3)
     assert e["soft_recall"] == pytest.approx((0.6 + 0.1) / 0.9)
     assert e["jsd"] == pytest.approx(jensenshannon([0.8, 0.2, 0], [0.6, 0.4, 0], base=2))
+
+
+def test_blocks_follow_the_registry():
+    """Every block has the registry's keys in its order, each within the
+    bounds its entry declares (the counts taken from the parse too)."""
+    rows = make_rows(60, seed=6)
+    rows[2]["completion"] = "no idea"
+    for policy in POLICIES:
+        res = evaluate_rows([dict(r) for r in rows], on_parse_failure=policy)
+        for block in (res["overall"], *res["by_subset"].values(), *res["by_ambiguity"].values()):
+            assert list(block) == list(REGISTRY)
+            for key, v in block.items():
+                lo, hi = REGISTRY[key].bounds
+                tol = 1e-12 + REGISTRY[key].slack
+                assert v is not None and lo - tol <= v <= hi + tol, (policy, key, v)
 
 
 def test_output_is_deterministic(tmp_path):

@@ -1,4 +1,4 @@
-"""Canonical items, ambiguity levels, seeded splits (SPEC §3)."""
+"""Canonical items, ambiguity levels, seeded splits (docs/design.md §3)."""
 
 import math
 

@@ -3,7 +3,9 @@ scipy/sklearn, and fixed reference values."""
 
 from __future__ import annotations
 
+import json
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from shala import metrics as M
+from shala.evaluate import evaluate_rows
 
 
 def dirichlet(seed: int, n: int, c: int, alpha: float = 1.0) -> np.ndarray:
@@ -61,42 +64,132 @@ def test_vectorised_rows_match_single_calls():
     assert out[2] == pytest.approx(M.jsd(P[2], Q[2]))
 
 
-# ----- properties ---------------------------------------------------------------
+# ----- properties of every registered metric ---------------------------------------
+#
+# Parametrised over the registry at collection, so an entry added to
+# shala.metrics.REGISTRY is checked against what it declares with no edit here.
+
+def check_bounds(m: M.Metric, P, Q):
+    v = np.asarray(m.fn(P, Q))
+    assert v.shape == ((P.shape[0],) if m.per_item else ()), f"{m.name}: per_item={m.per_item}"
+    lo, hi = m.bounds
+    tol = 1e-12 + m.slack
+    assert np.all(v >= lo - tol) and np.all(v <= hi + tol), m.name
+    assert lo - tol <= m.score(P, Q) <= hi + tol, m.name
+
+
+def check_identity(m: M.Metric, P, Q):
+    assert np.allclose(m.fn(P, P), m.identity, rtol=0, atol=1e-12), m.name
+
+
+def check_symmetric(m: M.Metric, P, Q):
+    assert np.allclose(m.fn(P, Q), m.fn(Q, P), rtol=0, atol=1e-12), m.name
+
+
+CHECKS = {"bounds": check_bounds, "identity": check_identity, "symmetric": check_symmetric}
+
+
+def registered(prop: str) -> list:
+    """Entries with a function that declare ``prop`` (every one has bounds)."""
+    declares = {"bounds": lambda m: True, "identity": lambda m: m.identity is not None,
+                "symmetric": lambda m: m.symmetric}[prop]
+    return [pytest.param(m, id=m.name) for m in M.REGISTRY.values() if m.fn is not None and declares(m)]
+
+
+@pytest.mark.parametrize("metric", registered("bounds"))
+@settings(max_examples=60, deadline=None)
+@given(pairs)
+@example((687, 3, 0.05))  # KL -1.5e-12: below 0, within the clipping's slack
+def test_bounds(metric, args):
+    check_bounds(metric, *_pq(*args))
+
+
+@pytest.mark.parametrize("metric", registered("identity"))
+@settings(max_examples=60, deadline=None)
+@given(pairs)
+def test_identity(metric, args):
+    check_identity(metric, *_pq(*args))
+
+
+@pytest.mark.parametrize("metric", registered("symmetric"))
+@settings(max_examples=60, deadline=None)
+@given(pairs)
+def test_symmetry(metric, args):
+    check_symmetric(metric, *_pq(*args))
+
 
 @settings(max_examples=60, deadline=None)
 @given(pairs)
 @example((687, 3, 0.05))  # KL -1.5e-12: below 0, above the clipped-q floor
-def test_bounds(args):
+def test_kl_above_gibbs_floor(args):
+    # Gibbs' inequality for the KL of docs/design.md §6, whose q is clipped at
+    # 1e-12 and not renormalised: KL >= -log(sum of clipped q), a few 1e-12
+    # below 0 at worst (seen: -1.5e-12 for q = [2.5e-46, 9e-30, 1])
     P, Q = _pq(*args)
-    for f in (M.jsd, M.bhattacharyya, M.tvd, M.soft_accuracy):
-        v = f(P, Q)
-        assert np.all(v >= -1e-12) and np.all(v <= 1 + 1e-12), f.__name__
-    # Gibbs' inequality for the SPEC's KL, whose q is clipped at 1e-12 and not
-    # renormalised: KL >= -log(sum of clipped q), a few 1e-12 below 0 at worst
-    # (seen: -1.5e-12 for q = [2.5e-46, 9e-30, 1])
     floor = -np.log(np.clip(Q, M.EPS_KL, None).sum(-1))
     assert np.all(M.kl(P, Q) >= floor - 1e-13)
-    assert -1e-12 <= M.soft_micro_f1(P, Q) <= 1 + 1e-12
 
 
 @settings(max_examples=60, deadline=None)
 @given(pairs)
-def test_identity(args):
+def test_jsd_of_identical_rows_is_exactly_zero(args):
+    # exact, not within 1e-12: the sqrt turns a 1e-24 divergence into 1e-12
     P, _ = _pq(*args)
     assert np.all(M.jsd(P, P) == 0.0)
-    assert np.allclose(M.bhattacharyya(P, P), 1.0, atol=1e-12)
-    assert np.allclose(M.kl(P, P), 0.0, atol=1e-12)
-    assert np.allclose(M.soft_accuracy(P, P), 1.0, atol=1e-12)
-    assert M.soft_micro_f1(P, P) == pytest.approx(1.0, abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
-@given(pairs)
-def test_symmetry(args):
-    P, Q = _pq(*args)
-    for f in (M.jsd, M.bhattacharyya, M.tvd, M.soft_accuracy):
-        assert np.allclose(f(P, Q), f(Q, P), rtol=0, atol=1e-12), f.__name__
-    assert M.soft_micro_f1(P, Q) == pytest.approx(M.soft_micro_f1(Q, P), abs=1e-12)
+@contextmanager
+def toy_metric(**declared):
+    """Register a toy metric (half the TVD) for the duration of a block."""
+    def half_tvd(p_true, p_pred):
+        return 0.5 * M.tvd(p_true, p_pred)
+
+    entry = M.register(M.Metric(**({"name": "toy_half_tvd", "fn": half_tvd, "per_item": True,
+                                    "higher_is_better": False, "bounds": (0.0, 0.5), "identity": 0.0,
+                                    "symmetric": True, "description": "half the TVD, for a test"} | declared)))
+    try:
+        yield entry
+    finally:
+        del M.REGISTRY[entry.name]
+
+
+def test_registered_metric_is_checked_and_evaluated():
+    rows = [{"labels": ["a", "b", "c"], "dist": [0.6, 0.3, 0.1], "completion": '{"a": 0.2, "b": 0.8}'},
+            {"labels": ["a", "b", "c"], "dist": [0.0, 0.5, 0.5], "completion": '{"c": 1}'}]
+    P = np.array([r["dist"] for r in rows])
+    Q = np.array([[0.2, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    with toy_metric() as toy:
+        for prop, check in CHECKS.items():
+            (param,) = [p for p in registered(prop) if p.id == toy.name]
+            check(param.values[0], *_pq(5, 4, 0.3))
+        res = evaluate_rows([dict(r) for r in rows])
+        for block in (res["overall"], *res["by_subset"].values(), *res["by_ambiguity"].values()):
+            assert list(block) == list(M.REGISTRY) and list(block)[-1] == toy.name
+        assert res["overall"][toy.name] == pytest.approx(0.5 * np.mean(M.tvd(P, Q)), abs=1e-12)
+    assert toy.name not in M.REGISTRY
+    assert all(p.id != toy.name for p in registered("bounds"))
+    assert toy.name not in evaluate_rows([dict(r) for r in rows])["overall"]
+
+
+@pytest.mark.parametrize("wrong, check", [({"bounds": (0.0, 0.01)}, check_bounds),
+                                          ({"per_item": False}, check_bounds),
+                                          ({"identity": 1.0}, check_identity)],
+                         ids=["bounds", "per_item", "identity"])
+def test_property_loop_catches_a_wrong_declaration(wrong, check):
+    with toy_metric(**wrong) as toy:
+        with pytest.raises(AssertionError, match=toy.name):
+            check(toy, *_pq(5, 4, 0.3))
+
+
+def test_symmetry_check_catches_an_asymmetric_metric():
+    with toy_metric(name="toy_kl", fn=M.kl, bounds=(0.0, math.inf)) as toy:
+        with pytest.raises(AssertionError, match="toy_kl"):
+            check_symmetric(toy, *_pq(5, 4, 0.3))
+
+
+def test_register_rejects_a_duplicate_name():
+    with pytest.raises(ValueError, match="'jsd' is already registered"):
+        M.register(M.REGISTRY["jsd"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -227,3 +320,17 @@ def test_hard_metrics_agree_with_sklearn(seed):
 def test_confusion_layout():
     cm = M.confusion([0, 0, 1, 2], [0, 1, 1, 1], 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_p_majority_is_the_mls_reward_on_fixed_values():
+    from shala.metrics import p_majority
+    from shala.rewards import mls_reward
+
+    p = np.array([[0.7, 0.2, 0.1], [0.2, 0.4, 0.4], [0.1, 0.1, 0.8]])
+    q = np.array([[0.5, 0.25, 0.25], [0.0, 0.3, 0.7], [1.0, 0.0, 0.0]])
+    # majority: class 0; class 1 (tie with 2: the first); class 2
+    assert p_majority(p, q).tolist() == pytest.approx([0.5, 0.3, 0.0])
+    assert p_majority(p, p).tolist() == pytest.approx([0.7, 0.4, 0.8])  # an exact match scores max(p)
+    labels = [["a", "b", "c"]] * 3
+    completions = [json.dumps(dict(zip("abc", row))) for row in q.tolist()]
+    assert mls_reward(completions=completions, labels=labels, dist=p.tolist()) == pytest.approx([0.5, 0.3, 0.0])

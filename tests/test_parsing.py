@@ -1,4 +1,4 @@
-"""Parser (SPEC §4): never raises, returns a valid distribution or None."""
+"""Parser (docs/design.md §4): never raises, returns a valid distribution or None."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Batched greedy prediction (SPEC §6) with the tiny local model."""
+"""Batched greedy prediction (docs/design.md §6) with the tiny local model."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from shala.config import fill_defaults
 from shala.items import make_item, subsample
 from shala.jsonio import read_jsonl, write_jsonl
 from shala.models import load_model_and_tokenizer
@@ -13,16 +14,17 @@ from shala.predict import RUN_RECORD_KEYS, generate, run_predict
 from shala.prompts import render_prompt_string
 
 LABELS = ["entailment", "neutral", "contradiction"]
-PROMPT = {
+# built here, partial: the schema's defaults filled as load_config fills them
+PROMPT = fill_defaults({
     "background": "You are an expert annotator for natural language inference.",
     "target": "Premise: {premise}\nHypothesis: {hypothesis}",
     "definitions": {"entailment": "true", "neutral": "maybe", "contradiction": "false"},
-}
-CONFIG = {
+}, at="datasets.toy.prompt")
+CONFIG = fill_defaults({
     "model": {"source": "local", "dtype": "float32", "component": None},
     "evaluation": {"batch_size": 4, "max_new_tokens": 12},
     "datasets": {"toy": {"prompt": PROMPT}},
-}
+})
 
 
 def _items(n: int = 7) -> list[dict]:
@@ -133,7 +135,7 @@ def test_response_prefix_is_prepended_before_parsing(tmp_path, data_dir, tiny_mo
         return ['0.5, "neutral": 0.25, "contradiction": 0.25}', "oops"]
 
     monkeypatch.setattr(predict, "generate", fake_generate)
-    cfg = {**CONFIG, "datasets": {"toy": {"prompt": {**PROMPT, "response_prefix": "auto"}}}}
+    cfg = fill_defaults({**CONFIG, "datasets": {"toy": {"prompt": {**PROMPT, "response_prefix": "auto"}}}})
     out = tmp_path / "p.jsonl"
     rec = run_predict(cfg, "toy", data_dir, str(tiny_model_dir), "test", out, limit=2, progress=False)
     assert all(p.endswith('<|im_start|>assistant\n{"entailment": ') for p in seen["prompts"])

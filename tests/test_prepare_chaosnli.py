@@ -1,4 +1,4 @@
-"""`shala prepare chaosnli` on the real ChaosNLI files (SPEC §3.1, §8)."""
+"""`shala prepare chaosnli` on the real ChaosNLI files (docs/design.md §3.1, §8)."""
 
 import hashlib
 import json

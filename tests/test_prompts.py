@@ -1,18 +1,23 @@
-"""Prompt rendering (SPEC §4): the paper's templates and the response prefix."""
+"""Prompt rendering (docs/design.md §4): the paper's templates and the response prefix."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import yaml
 
+from shala.config import fill_defaults, load_config
 from shala.errors import ConfigError
 from shala.items import make_item
 from shala.prompts import render_prompt_text, response_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+CONFIG = load_config([ROOT / "config.yaml"])
+
+
+def _prompt(**fields):
+    """A prompt block built here, with the schema's defaults filled as the config's are."""
+    return fill_defaults(fields, at="datasets.x.prompt")
 
 
 def _item(dataset, labels, inputs):
@@ -46,15 +51,15 @@ def test_msp_prompt_has_capitalised_keys_and_goemotions_background():
 
 def test_response_prefix():
     labels = ["entailment", "neutral", "contradiction"]
-    assert response_prefix({}, labels) == ""
-    assert response_prefix({"response_prefix": "auto"}, labels) == '{"entailment": '
-    assert response_prefix({"response_prefix": '{"x": '}, labels) == '{"x": '
+    assert response_prefix(_prompt(), labels) == ""
+    assert response_prefix(_prompt(response_prefix="auto"), labels) == '{"entailment": '
+    assert response_prefix(_prompt(response_prefix='{"x": '), labels) == '{"x": '
 
 
 def test_bad_template_names_the_field():
     it = _item("chaosnli", ["a", "b"], {"premise": "P", "hypothesis": "H"})
     with pytest.raises(ConfigError, match="prompt.output"):
-        render_prompt_text(it, {"target": "{premise}", "output": '{"a": float}'})
+        render_prompt_text(it, _prompt(target="{premise}", output='{"a": float}'))
 
 
 def test_stop_token_ids_end_with_the_stop_string(tiny_model_dir):
@@ -63,15 +68,15 @@ def test_stop_token_ids_end_with_the_stop_string(tiny_model_dir):
     from shala.prompts import stop_token_ids, with_stop_ids
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    assert stop_token_ids(tok, {}) == []
-    ids = stop_token_ids(tok, {"stop_at": "}"})
+    assert stop_token_ids(tok, _prompt()) == []
+    ids = stop_token_ids(tok, _prompt(stop_at="}"))
     assert ids and all(tok.decode([i]).endswith("}") for i in ids)
     assert tok.convert_tokens_to_ids("}") in ids
     others = set(tok.get_vocab().values()) - set(ids)
     assert not any(tok.decode([i]).endswith("}") for i in others)
     assert with_stop_ids(2, [5, 2, 7]) == [2, 5, 7] and with_stop_ids([1, 2], []) == [1, 2]
     with pytest.raises(ConfigError, match="stop_at"):
-        stop_token_ids(tok, {"stop_at": "\u2603never"})
+        stop_token_ids(tok, _prompt(stop_at="\u2603never"))
 
 
 def _bos_tokenizer():

@@ -1,4 +1,4 @@
-"""Rerun scope (SPEC §8): a complete run on the tiny model, then config edits,
+"""Rerun scope (docs/design.md §8): a complete run on the tiny model, then config edits,
 each checked against the dry run's job list. Each rule depends only on the
 config values it reads (`params.slice` in rules/), so an edit reruns only
 the jobs it affects."""

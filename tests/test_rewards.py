@@ -1,4 +1,4 @@
-"""Rewards (SPEC §5) on fixed values and random Dirichlet samples."""
+"""Rewards (docs/design.md §5) on fixed values and random Dirichlet samples."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""SPEC §5 note: under TRL's group normalisation the ambiguity factor H~(p)
+"""docs/design.md §5 note: under TRL's group normalisation the ambiguity factor H~(p)
 cancels; under batch (or no) scaling it survives as a per-item weight.
 
 The rewards here are FIXED (hand-written completions scored by the real
@@ -147,7 +147,7 @@ def test_formula_by_hand():
 
 
 def test_trl_defaults_are_what_we_document():
-    """Canary: the defaults SPEC §5 makes us override explicitly."""
+    """Canary: the defaults docs/design.md §5 makes us override explicitly."""
     from trl import GRPOConfig
 
     f = GRPOConfig.__dataclass_fields__

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import SHARED_DATA, needs_shared_data
+from shala.config import fill_defaults, load_config
 from shala.errors import ConfigError
 from shala.items import make_item
 from shala.jsonio import read_json, read_jsonl, write_jsonl
@@ -34,8 +34,8 @@ SHORT_PROMPT = {"target": "Premise: {premise}\nHypothesis: {hypothesis}", "task"
 
 @pytest.fixture(scope="module")
 def cfg():
-    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
-    config["datasets"]["chaosnli"]["prompt"] = SHORT_PROMPT
+    config = load_config([ROOT / "config.yaml"])
+    config["datasets"]["chaosnli"]["prompt"] = dict(SHORT_PROMPT)
     config["training"]["threads"] = 1  # shared CPU: 1 thread is many times faster
     config["training"]["grpo"].update(max_completion_length=32, save_steps=1, logging_steps=1,
                                       activation_checkpointing=False)
@@ -44,7 +44,7 @@ def cfg():
                                             logging_steps=10)
     config["methods"]["shala_batch"] = {"trainer": "grpo", "reward": "shala",
                                         "overrides": {"scale_rewards": "batch"}}
-    return config
+    return fill_defaults(config)  # the blocks replaced here get the schema's defaults too
 
 
 @pytest.fixture(scope="module")

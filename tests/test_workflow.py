@@ -138,9 +138,13 @@ def test_demo_profile_dry_run(tmp_path):
     r = _smk("-n", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
-    # no warm-up: with the response prefix the base model answers on format
-    assert jobs == {"base_model": 1, "fetch_data": 1, "prepare": 1, "train": 3,
-                    "predict": 4, "reference_predictor": 3, "evaluate": 7, "report": 1, "all": 1, "total": 22}
+    # no warm-up: with the response prefix the base model answers on format.
+    # control: zs, mls, shala; chaosnli (datasets.chaosnli.methods): zs, shala;
+    # references: uniform, prior on both, old_labels on chaosnli only
+    assert jobs == {"base_model": 1, "fetch_data": 2, "prepare": 2, "train": 3,
+                    "predict": 5, "reference_predictor": 5, "evaluate": 10, "report": 1, "all": 1, "total": 30}
+    trained = sorted(re.findall(r"models/(\w+)/(\w+)/seed0/run.json", r.stdout))
+    assert sorted(set(trained)) == [("chaosnli", "shala"), ("control", "mls"), ("control", "shala")]
 
 
 def _dry_run_jobs(out: str) -> list[dict[str, str]]:

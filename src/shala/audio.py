@@ -104,7 +104,7 @@ def audio_in_play(dataset_cfg: dict[str, Any], model, items: Sequence[dict[str, 
     """Whether prompts carry the items' audio: not ``text_only``, an Omni model
     with an audio tower, and items with ``inputs.audio`` (all of them: a
     mixed set would train and score two different tasks)."""
-    if dataset_cfg.get("text_only", False) or not has_audio_tower(model):
+    if dataset_cfg["text_only"] or not has_audio_tower(model):
         return False
     missing = [it.get("id") for it in items if not (it.get("inputs") or {}).get("audio")]
     if len(missing) == len(items):

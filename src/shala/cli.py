@@ -79,7 +79,7 @@ def cmd_fetch_model(a) -> None:
     from .models import fetch_model
 
     config = _load_config(a.config)
-    path = fetch_model(config["model"], Path(a.out), force=a.force, model_mirror=config.get("model_mirror"))
+    path = fetch_model(config["model"], Path(a.out), force=a.force, model_mirror=config["model_mirror"])
     print(path)
 
 
@@ -90,7 +90,7 @@ def _set_threads(config, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        config.setdefault("training", {})["threads"] = threads
+        config["training"]["threads"] = threads
 
 
 def cmd_predict(a) -> None:
@@ -110,7 +110,7 @@ def cmd_train(a) -> None:
 
     config = _load_config(a.config)
     _set_threads(config, a.threads)
-    trainer = (config.get("methods", {}).get(a.method) or {}).get("trainer")
+    trainer = (config["methods"].get(a.method) or {}).get("trainer")  # unknown: run_train names it
     if trainer == "sft":
         rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.init_from or a.model, Path(a.out),
                       max_steps=a.max_steps, method=a.method)

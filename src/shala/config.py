@@ -1,7 +1,9 @@
 """Configuration: YAML files merged in order, validated against one JSON schema.
 
 The Snakemake workflow (rules/common.smk) and the CLI validate against the
-same schema file, so a config that runs under Snakemake runs by hand too.
+same schema file and fill its ``default`` values the same way, so a config
+that runs under Snakemake runs by hand too, with the same values. The
+schema is the one place a default lives: code reads ``config[...]``.
 """
 
 from __future__ import annotations
@@ -37,20 +39,71 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
-    """Raise ConfigError naming the first offending field."""
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+def _with_defaults(validator_class):
+    """``validator_class`` extended to set each missing property that has a
+    ``default`` before checking it, as ``snakemake.utils.validate`` (with
+    ``set_default=True``) does: through ``properties`` only, so defaults are
+    filled inside every object that is present or defaulted itself,
+    ``additionalProperties`` entries (``datasets.<name>``) and array items
+    included. Each default is copied, so no two configs share one."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, sch):
+        if validator.is_type(instance, "object"):
+            for key, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from check_properties(validator, props, instance, sch)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_FILLING_VALIDATOR = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def fill_defaults(config: dict[str, Any], at: str = "") -> dict[str, Any]:
+    """Set, in place, every schema default ``config`` lacks, without judging
+    it: for partial configs (the report's file, blocks built by hand in
+    benchmarks and tests). ``at``: ``config`` is the block at this dotted
+    path (``model``, ``datasets.x.prompt``), not a whole config. Returns
+    ``config``."""
+    root = config
+    for key in reversed(at.split(".") if at else []):
+        root = {key: root}
+    for _ in _FILLING_VALIDATOR(schema()).iter_errors(root):
+        pass
+    return config
+
+
+def check_schema(config: dict[str, Any], where: str = "config", *, partial: bool = False) -> dict[str, Any]:
+    """Fill schema defaults into ``config`` (in place) and raise ConfigError
+    naming the first offending field. ``partial``: the top-level required
+    fields may be missing (the report reads a config holding only its own
+    values)."""
+    sch = schema()
+    if partial:
+        sch["required"] = []
+    errors = sorted(_FILLING_VALIDATOR(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{where}: field '{field}': {err.message}")
-    for name in config.get("run_datasets", []):
+    return config
+
+
+def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """The one check of a whole config, by every command that reads one:
+    :func:`check_schema` (defaults filled), then the names that must be
+    keys of ``datasets``, ``methods`` and the code registries."""
+    check_schema(config, where)
+    for name in config["run_datasets"]:
         if name not in config["datasets"]:
             raise ConfigError(f"{where}: field 'run_datasets': unknown dataset {name!r}")
-    for name in config.get("run_methods", []):
+    for name in config["run_methods"]:
         if name not in config["methods"]:
             raise ConfigError(f"{where}: field 'run_methods': unknown method {name!r}")
+    for ds in config["run_datasets"]:
+        dataset_methods(config, ds, where)
     check_registries(config, where)
     return config
 
@@ -67,12 +120,12 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
         if name not in registry:
             raise ConfigError(f"{where}: field '{field}': unknown {what} {name!r}; known: {', '.join(registry)}")
 
-    for ds, d in (config.get("datasets") or {}).items():
-        check(f"datasets.{ds}.adapter", d.get("adapter"), ADAPTERS, "adapter")
-    for m, d in (config.get("methods") or {}).items():
-        if d.get("trainer") == "grpo":
-            check(f"methods.{m}.reward", d.get("reward"), REWARDS, "reward")
-    for i, name in enumerate(config.get("reference_predictors") or []):
+    for ds, d in config["datasets"].items():
+        check(f"datasets.{ds}.adapter", d["adapter"], ADAPTERS, "adapter")
+    for m, d in config["methods"].items():
+        if d["trainer"] == "grpo":
+            check(f"methods.{m}.reward", d["reward"], REWARDS, "reward")
+    for i, name in enumerate(config["reference_predictors"]):
         check(f"reference_predictors.{i}", name, REFERENCE_PREDICTORS, "reference predictor")
 
 
@@ -112,9 +165,9 @@ def available_datasets(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     rather than stopping at its fetch job.
     """
     kept, left_out = [], []
-    for ds in config.get("run_datasets", []):
+    for ds in config["run_datasets"]:
         d = config["datasets"][ds]
-        if is_licensed(d) and not d.get("source"):
+        if is_licensed(d) and not d["source"]:
             left_out.append(f"shala: {ds} left out: its data is licensed; set datasets.{ds}.source "
                             f"to your local copy to include it")
         else:
@@ -122,10 +175,23 @@ def available_datasets(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     return kept, left_out
 
 
+def dataset_methods(config: dict[str, Any], dataset: str, where: str = "config") -> list[str]:
+    """The methods run on ``dataset``: ``run_methods``, narrowed (in that
+    order) by ``datasets.<dataset>.methods`` where it is set."""
+    only = config["datasets"][dataset].get("methods")
+    methods = list(config["run_methods"])
+    if only is None:
+        return methods
+    stray = [m for m in only if m not in methods]
+    if stray:
+        raise ConfigError(f"{where}: field 'datasets.{dataset}.methods': {stray} not in run_methods {methods}")
+    return [m for m in methods if m in only]
+
+
 def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     try:
         return config["datasets"][dataset]
     except KeyError:
-        known = ", ".join(config.get("datasets", {}))
+        known = ", ".join(config["datasets"])
         raise ConfigError(f"unknown dataset {dataset!r}; configured: {known}") from None
 

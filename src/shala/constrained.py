@@ -1,6 +1,6 @@
-"""Constrained decoding of the JSON answer (SPEC §4: "a config may add ...
-constrained decoding; whichever is used is the same in training and
-evaluation").
+"""Constrained decoding of the JSON answer (docs/design.md §4: an optional
+decoding aid which, when a config turns it on, is the same in training and
+evaluation).
 
 With ``prompt.constrained: true`` the answer's skeleton is forced and the
 model chooses only the numbers: after the response prefix ``{"<first
@@ -104,13 +104,14 @@ def skeleton_processor(tokenizer, labels: Sequence[str], max_digits: int = 3):
 
 
 def constraint_settings(prompt_cfg: dict[str, Any], labels: Sequence[str]) -> dict[str, Any] | None:
-    """None when unconstrained; else what the run record states."""
-    if not prompt_cfg.get("constrained"):
+    """None when unconstrained; else what the run record states. ``prompt_cfg``
+    has its schema defaults filled (:func:`shala.config.fill_defaults`)."""
+    if not prompt_cfg["constrained"]:
         return None
-    if prompt_cfg.get("response_prefix") != "auto":
+    if prompt_cfg["response_prefix"] != "auto":
         raise ConfigError("prompt.constrained needs prompt.response_prefix: auto (the skeleton starts "
                           "after the first class's key)")
-    if prompt_cfg.get("answer_scale", 1) != 100:
+    if prompt_cfg["answer_scale"] != 100:
         raise ConfigError("prompt.constrained writes whole numbers: it needs prompt.answer_scale: 100")
     max_digits = 3
     return {"skeleton": "{" + ", ".join(f"{json.dumps(lab)}: N" for lab in labels) + "}",

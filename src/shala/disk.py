@@ -170,30 +170,29 @@ def run_checkpoints(settings: dict[str, Any], keep: bool) -> tuple[int, int, int
 
 def training_runs(config: dict[str, Any]) -> list[Run]:
     """Every training run of the grid (module doc), with its checkpoints."""
-    from .config import available_datasets
+    from .config import available_datasets, dataset_methods
     from .sft import SFT_DEFAULTS
     from .train import EXTRA_DEFAULTS
 
-    training = config.get("training") or {}
-    keep = bool(training.get("keep_checkpoints", False))
-    grpo = {**EXTRA_DEFAULTS, **(training.get("grpo") or {})}
-    sft = {**SFT_DEFAULTS, **(training.get("warmup_sft") or {})}
-    models = Path(str(config.get("results", "results"))) / "models"
+    training = config["training"]
+    keep = bool(training["keep_checkpoints"])
+    grpo = {**EXTRA_DEFAULTS, **training["grpo"]}
+    sft = {**SFT_DEFAULTS, **training["warmup_sft"]}
+    models = Path(str(config["results"])) / "models"
     datasets, _ = available_datasets(config)
-    methods = config.get("methods") or {}
     runs: list[Run] = []
     for ds in datasets:
-        for seed in config.get("seeds") or [0]:
+        for seed in config["seeds"]:
             warm = False
-            for name in config.get("run_methods") or []:
-                spec = methods.get(name) or {}
-                trainer = spec.get("trainer")
+            for name in dataset_methods(config, ds):
+                spec = config["methods"][name]
+                trainer = spec["trainer"]
                 if trainer not in ("grpo", "sft"):
                     continue
                 base = grpo if trainer == "grpo" else sft
                 counts = run_checkpoints({**base, **(spec.get("overrides") or {})}, keep)
                 runs.append(Run(models / ds / name / f"seed{seed}", trainer, *counts))
-                warm |= trainer == "grpo" and bool(spec.get("warmup", sft.get("enabled", False)))
+                warm |= trainer == "grpo" and bool(spec.get("warmup", training["warmup_sft"]["enabled"]))
             if warm:
                 runs.append(Run(models / ds / "warmup_sft" / f"seed{seed}", "sft", *run_checkpoints(sft, keep)))
     return runs
@@ -221,21 +220,21 @@ def check_disk(config: dict[str, Any], shape: ModelShape, *, deepspeed: bool, sa
                free_gib: float | None = None) -> DiskCheck:
     """The disk need of the config's unfinished training runs and the free
     space under ``results`` (``free_gib`` overrides the measurement)."""
-    training = config.get("training") or {}
-    freeze = bool(training.get("freeze_unused_towers", True))
+    training = config["training"]
+    freeze = bool(training["freeze_unused_towers"])
     ckpt, ckpt_formula = checkpoint_bytes(shape, deepspeed=deepspeed, freeze_towers=freeze, save_16bit=save_16bit)
     final, final_formula = final_bytes(shape, deepspeed=deepspeed)
     runs = training_runs(config)
     unfinished = [r for r in runs if not (r.path / "run.json").is_file()]
-    root = existing_parent(Path(str(config.get("results", "results"))))
+    root = existing_parent(Path(str(config["results"])))
     if free_gib is not None:
         free, free_from = free_gib * GIB, "--free-disk"
     else:
         free, free_from = float(shutil.disk_usage(root).free), "shutil.disk_usage"
     from .train import EXTRA_DEFAULTS
 
-    limit = {**EXTRA_DEFAULTS, **(training.get("grpo") or {})}.get("save_total_limit")
+    limit = {**EXTRA_DEFAULTS, **training["grpo"]}.get("save_total_limit")
     return DiskCheck(root=root, free=free, free_from=free_from, checkpoint=ckpt, checkpoint_formula=ckpt_formula,
                      final=final, final_formula=final_formula, runs=runs, unfinished=unfinished,
                      existing=sum(folder_bytes(r.path) for r in unfinished if r.path.is_dir()),
-                     save_total_limit=limit, keep_checkpoints=bool(training.get("keep_checkpoints", False)))
+                     save_total_limit=limit, keep_checkpoints=bool(training["keep_checkpoints"]))

@@ -1,4 +1,4 @@
-"""``shala fetch-data``: put a dataset's raw files in a directory (SPEC §9).
+"""``shala fetch-data``: put a dataset's raw files in a directory (docs/design.md §9).
 
 A dataset with its own ``source`` directory (licensed data such as
 MSP-Podcast) is read in place by ``prepare`` and never fetched. Otherwise
@@ -73,7 +73,7 @@ def _urlopen(url: str):
 
 def _mirror_folder(config: dict[str, Any], dataset: str, dcfg: dict[str, Any]) -> Path | None:
     """The dataset's folder under ``data_mirror``, if that is set and the folder exists."""
-    if not config.get("data_mirror"):
+    if not config["data_mirror"]:
         return None
     mirror = Path(config["data_mirror"]).expanduser() / dcfg.get("mirror", dataset)
     if mirror.is_dir():
@@ -145,7 +145,7 @@ def _download(dataset: str, dcfg: dict[str, Any], out: Path) -> None:
 def _write_synthetic(dataset: str, dcfg: dict[str, Any], adapter, out: Path) -> dict[str, Any]:
     """A generated dataset: no files, a MANIFEST of what generates it (options
     checked here, so a bad option fails at fetch, not later at prepare)."""
-    options = adapter.check_options(dcfg.get("options"))
+    options = adapter.check_options(dcfg["options"])
     manifest = {"dataset": dataset, "origin": f"synthetic:{adapter.NAME}", "route": "synthetic",
                 "from": None, "adapter": adapter.NAME, "options": options, "seed": options.get("seed"),
                 "sha256": {}}
@@ -169,7 +169,7 @@ def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[st
     dcfg = config["datasets"].get(dataset)
     if dcfg is None:
         raise ConfigError(f"unknown dataset {dataset!r}")
-    if dcfg.get("source"):
+    if dcfg["source"]:
         raise ConfigError(f"datasets.{dataset}.source is set: prepare reads {dcfg['source']} in place")
     if is_licensed(dcfg):
         raise ConfigError(f"datasets.{dataset}.source: {dcfg['adapter']} data is licensed and cannot be "
@@ -194,8 +194,8 @@ def fetch_data(dataset: str, config: dict[str, Any], out: str | Path) -> dict[st
         checks = {}
         if files:
             for f in files:
-                checks[f["name"]] = _check(tmp / f["name"], f.get("sha256"))
-                if not f.get("sha256"):
+                checks[f["name"]] = _check(tmp / f["name"], f["sha256"])
+                if not f["sha256"]:
                     log.warning("%s: no sha256 in config; recorded %s", f["name"], checks[f["name"]])
         else:
             for p in sorted(tmp.rglob("*")):

@@ -1,8 +1,9 @@
-"""Score predictions against the human label distributions (SPEC §6, §8).
+"""Score predictions against the human label distributions (docs/design.md §6, §8).
 
 Input: predictions JSONL, each line a canonical item plus ``"completion"``.
 Output: one metrics JSON with the same metric block overall, per subset, per
-ambiguity level, and a per-class block.
+ambiguity level, and a per-class block. A block has one key per entry of
+:data:`shala.metrics.REGISTRY`, which says what each one means.
 
 Decisions (where the SPEC is silent):
 
@@ -52,8 +53,6 @@ from .parsing import parse_distribution
 
 POLICIES = ("uniform", "exclude")
 JS_BASE = 2
-METRIC_KEYS = ("n", "n_scored", "parse_failure_rate", "mean_sum_error", "jsd", "jsd_e", "bc", "kl",
-               "tvd", "accuracy", "macro_f1", "weighted_f1", "soft_accuracy", "soft_micro_f1", "pred_spread")
 _DIST_TOL = 1e-3
 
 
@@ -126,19 +125,11 @@ def _mean(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if x.size else None
 
 
-def pred_spread(pred: np.ndarray) -> float | None:
-    """Mean base-2 JS distance between each prediction and the mean prediction
-    of the slice: 0 when the model gives every item the same answer."""
-    Q = np.asarray(pred, dtype=np.float64)
-    if Q.shape[0] == 0:
-        return None
-    centre = np.broadcast_to(Q.mean(axis=0), Q.shape)
-    return _mean(M.jsd(Q, centre, base=2.0))
-
-
 def _block(human: np.ndarray, pred: np.ndarray, parsed: np.ndarray, scored: np.ndarray,
            sum_error: np.ndarray) -> dict[str, Any]:
-    """The metric block of one slice (all arrays already cut to the slice)."""
+    """The metric block of one slice (all arrays already cut to the slice):
+    one key per entry of :data:`shala.metrics.REGISTRY`, in its order. The
+    entries without a function are the counts taken here from the parse."""
     n = int(human.shape[0])
     P, Q = human[scored], pred[scored]
     k = int(P.shape[0])
@@ -148,23 +139,10 @@ def _block(human: np.ndarray, pred: np.ndarray, parsed: np.ndarray, scored: np.n
         "parse_failure_rate": float(np.mean(~parsed)) if n else None,
         "mean_sum_error": _mean(sum_error[parsed]),
     }
-    if k == 0:
-        out.update({key: None for key in METRIC_KEYS if key not in out})
-        return out
-    out.update({
-        "jsd": _mean(M.jsd(P, Q, base=2.0)),
-        "jsd_e": _mean(M.jsd(P, Q, base=math.e)),
-        "bc": _mean(M.bhattacharyya(P, Q)),
-        "kl": _mean(M.kl(P, Q)),
-        "tvd": _mean(M.tvd(P, Q)),
-        "accuracy": M.accuracy(P, Q),
-        "macro_f1": M.macro_f1(P, Q),
-        "weighted_f1": M.weighted_f1(P, Q),
-        "soft_accuracy": _mean(M.soft_accuracy(P, Q)),
-        "soft_micro_f1": M.soft_micro_f1(P, Q),
-        "pred_spread": pred_spread(Q),
-    })
-    return {key: out[key] for key in METRIC_KEYS}
+    for m in M.REGISTRY.values():
+        if m.fn is not None:
+            out[m.name] = m.score(P, Q) if k else None
+    return {key: out[key] for key in M.REGISTRY}
 
 
 def _per_class(labels: list[str], P: np.ndarray, Q: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -212,7 +190,7 @@ def _check_policy(on_parse_failure: str) -> None:
 
 def evaluate_rows(rows: Sequence[dict[str, Any]], on_parse_failure: str = "uniform", *,
                   path: str = "<predictions>", lines: Sequence[int] | None = None) -> dict[str, Any]:
-    """Metrics JSON (SPEC §8) for prediction rows; validates all rows first."""
+    """Metrics JSON (docs/design.md §8) for prediction rows; validates all rows first."""
     _check_policy(on_parse_failure)
     labels = validate_rows(rows, path=path, lines=lines)
     return _metrics(rows, labels, parse_rows(rows), on_parse_failure)

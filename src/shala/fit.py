@@ -158,7 +158,7 @@ def choose(shape: ModelShape, setup: Setup, mem_gib: float, *, mode: str = "fall
 
 
 def fit_mode(config: dict[str, Any], strict: bool = False) -> str:
-    mode = "strict" if strict else str((config.get("training") or {}).get("fit_to_hardware") or "fallback")
+    mode = "strict" if strict else str(config["training"]["fit_to_hardware"])
     if mode not in FIT_MODES:
         raise ConfigError(f"training.fit_to_hardware: {mode!r} is not one of {FIT_MODES}")
     return mode
@@ -223,7 +223,7 @@ def _ds_json_path(config: dict[str, Any]) -> str | None:
     the one ``training.accelerate_config`` names."""
     if os.environ.get(DS_ENV, "none") != "none":
         return os.environ[DS_ENV]
-    acc = (config.get("training") or {}).get("accelerate_config")
+    acc = config["training"]["accelerate_config"]
     if not acc or not Path(acc).is_file():
         return None
     import yaml
@@ -247,7 +247,6 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
     if mode == "off":
         return settings, ["fit: training.fit_to_hardware off, memory not checked"], {
             "checked": False, "mode": mode, "reason": "training.fit_to_hardware off"}
-    training = config.get("training") or {}
     generation = "num_generations" in settings
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     ds_path = _ds_json_path(config) if deepspeed else None
@@ -260,7 +259,7 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
         elif deepspeed:
             launch.zero_stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") or 3)
         cfg_dict, source = model_config_dict(config)
-        model_cfg = config.get("model") or {}
+        model_cfg = config["model"]
         shape = count_parameters(cfg_dict, name=str(model_cfg.get("id") or model_cfg.get("path") or "model"),
                                  source=source)
     except (OSError, ValueError, ShalaError) as exc:
@@ -271,7 +270,7 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
     setup = setup_for(settings, gpus=n, deepspeed=deepspeed, zero_stage=launch.zero_stage,
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none",
-                      freeze_towers=bool(training.get("freeze_unused_towers", True)), generation=generation)
+                      freeze_towers=bool(config["training"]["freeze_unused_towers"]), generation=generation)
     choice = choose(shape, setup, mem, mode=mode, generation=generation, has_ds_file=bool(ds_path))
     if not choice.fits:
         tried = ", ".join(f"{name} {gib:.1f} GiB" for name, gib in choice.tried)

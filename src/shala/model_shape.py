@@ -70,8 +70,8 @@ def model_config_dict(config: dict[str, Any], model_config: str | Path | None = 
     if model_config:
         path = Path(model_config)
     else:
-        model_cfg = config.get("model") or {}
-        source = model_cfg.get("source")
+        model_cfg = config["model"]
+        source = model_cfg["source"]
         path = None
         if source == "hub" and model_cfg.get("id"):
             path = shipped_config_path(str(model_cfg["id"]))
@@ -85,7 +85,7 @@ def model_config_dict(config: dict[str, Any], model_config: str | Path | None = 
                                      f"does not answer ({first_line(exc)}); pass --model-config "
                                      "PATH/config.json") from None
         else:
-            ref = Path(resolve_model_ref(config, config.get("results", "results")))
+            ref = Path(resolve_model_ref(config, config["results"]))
             path = ref / "config.json"
             if not path.is_file():
                 hint = " (run shala fetch-model first)" if source == "pypi_gguf" else ""

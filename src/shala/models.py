@@ -1,4 +1,4 @@
-"""Model sources and loading (SPEC §9).
+"""Model sources and loading (docs/design.md §9).
 
 Config ``model: {source, id, revision, path, name, package, gguf_file,
 component, dtype}`` (and the top-level ``model_mirror``):
@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ShalaError
-from .gguf import (DEFAULT_GGUF_FILE, DEFAULT_PACKAGE, SMOLLM2_CHAT_TEMPLATE, WHEEL_DIR_ENV,
-                   _convert_gguf, _is_converted, _pypi_defaults, gguf_model_name)
+from .gguf import SMOLLM2_CHAT_TEMPLATE, WHEEL_DIR_ENV, _convert_gguf, _is_converted, gguf_model_name
 from .hub import fetch_hub_model, hub_model_name
 from .gguf import _relax_permissions  # noqa: F401 - shala.tiny imports it from here
 
 __all__ = [
-    "DEFAULT_GGUF_FILE", "DEFAULT_PACKAGE", "OMNI_THINKER_CLASSES", "OMNI_TOWER_PREFIXES",
+    "OMNI_THINKER_CLASSES", "OMNI_TOWER_PREFIXES",
     "SMOLLM2_CHAT_TEMPLATE", "WHEEL_DIR_ENV", "base_model_name", "check_local_model", "fetch_model",
     "fetched_by_workflow",
     "freeze_unused_towers", "is_omni", "load_model_and_tokenizer", "model_type_of", "omni_thinker_class",
@@ -75,10 +74,20 @@ def _required(model_cfg: dict[str, Any], key: str) -> str:
     return str(model_cfg[key])
 
 
+def _filled_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ``model`` block with its schema defaults filled: benchmarks
+    and tests pass blocks built by hand (``{"source": "pypi_gguf"}``), and
+    the schema stays the one place the defaults live."""
+    from .config import fill_defaults
+
+    return fill_defaults(dict(model_cfg), at="model")
+
+
 def base_model_name(model_cfg: dict[str, Any]) -> str:
     """Folder under ``results/models/base`` of a model the workflow fetches:
     ``model.name`` when set, else the GGUF stem (pypi_gguf) or the hub id
     with ``/`` -> ``--`` and ``-thinker`` for the thinker alone (hub)."""
+    model_cfg = _filled_model(model_cfg)
     source = model_cfg.get("source", "pypi_gguf")
     if source == "pypi_gguf":
         return gguf_model_name(model_cfg)
@@ -125,9 +134,10 @@ def fetch_model(model_cfg: dict[str, Any], out_dir: str | Path, *, force: bool =
     the repo); both are skipped when ``out_dir`` already holds the same
     model, unless ``force``. ``local`` validates and returns its path.
     """
+    model_cfg = _filled_model(model_cfg)
     source = model_cfg.get("source")
     if source == "pypi_gguf":
-        package, gguf_file = _pypi_defaults(model_cfg)
+        package, gguf_file = model_cfg["package"], model_cfg["gguf_file"]
         out_dir = Path(out_dir)
         if not force and _is_converted(out_dir, package, gguf_file):
             check_local_model(out_dir)

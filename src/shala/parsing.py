@@ -1,4 +1,4 @@
-"""Turn a model completion into a class distribution (SPEC §4).
+"""Turn a model completion into a class distribution (docs/design.md §4).
 
 Model output is untrusted data: we scan it for JSON objects with the standard
 ``json`` decoder, never ``eval``. :func:`parse_distribution` never raises.
@@ -54,7 +54,7 @@ def _to_number(value: object) -> float | None:
 
 
 #: Only this many characters, ending at the last '}', are scanned for JSON.
-#: The answer is the *last* JSON object, and SPEC §4 asks for exactly one
+#: The answer is the *last* JSON object, and docs/design.md §4 asks for exactly one
 #: short object (a few dozen characters per class), so the tail holds it;
 #: scanning the whole text would cost time quadratic in its length on
 #: adversarial input (e.g. 200 KB of '{' took ~13 s).

@@ -1,4 +1,4 @@
-"""Batched greedy prediction for a split of a dataset (SPEC §6).
+"""Batched greedy prediction for a split of a dataset (docs/design.md §6).
 
 Evaluation uses greedy decoding, so predictions are a pure function of the
 model, the prompts and ``max_new_tokens``. We batch with left padding and
@@ -121,26 +121,22 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     from .audio import audio_features_for
     from .models import load_model_and_tokenizer
 
-    if dataset not in config.get("datasets", {}):
-        raise ConfigError(f"unknown dataset {dataset!r} (config datasets: {sorted(config.get('datasets', {}))})")
-    prompt_cfg = config["datasets"][dataset].get("prompt")
-    if not prompt_cfg:
-        raise ConfigError(f"datasets.{dataset}.prompt is missing")
-    evaluation = config.get("evaluation", {})
-    batch_size = int(batch_size or evaluation.get("batch_size", 16))
-    max_new_tokens = int(max_new_tokens or evaluation.get("max_new_tokens", 128))
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"unknown dataset {dataset!r} (config datasets: {sorted(config['datasets'])})")
+    prompt_cfg = config["datasets"][dataset]["prompt"]
+    batch_size = int(batch_size or config["evaluation"]["batch_size"])
+    max_new_tokens = int(max_new_tokens or config["evaluation"]["max_new_tokens"])
     out = Path(out)
     items = subsample(read_jsonl(Path(data_dir) / f"{split}.jsonl"), limit)
     if not items:
         raise InputError(f"no items in split {split!r}", path=Path(data_dir) / f"{split}.jsonl")
 
-    model_cfg = config.get("model", {})
+    model_cfg = config["model"]
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = model_cfg.get("dtype", "float32")
+    dtype = model_cfg["dtype"]
     t0 = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(model_ref, dtype=dtype,
-                                                component=model_cfg.get("component"),
+    model, tokenizer = load_model_and_tokenizer(model_ref, dtype=dtype, component=model_cfg["component"],
                                                 device=device)
     load_s = time.perf_counter() - t0
     audio = audio_features_for(config["datasets"][dataset], model, items, model_ref)
@@ -172,7 +168,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
         "model_ref": str(model_ref), "dataset": dataset, "split": split,
         "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "decoding": "greedy",
-        "response_prefix": sorted(set(prefixes)), "stop_at": prompt_cfg.get("stop_at"),
+        "response_prefix": sorted(set(prefixes)), "stop_at": prompt_cfg["stop_at"],
         "constrained": constrained, "audio": audio is not None,
         "prompt": prompt_cfg,
         "parse_rate": parse_rate, "n_parsed": n_parsed,

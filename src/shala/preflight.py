@@ -1,5 +1,5 @@
 """``shala preflight``: check the launch config, estimate per-GPU memory
-and the disk the runs need, before a GPU training job (SPEC §8).
+and the disk the runs need, before a GPU training job (docs/design.md §8).
 
 Run it where the job will run (the repo root: accelerate resolves the
 DeepSpeed json relative to the directory ``accelerate launch`` runs in)::
@@ -94,14 +94,14 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     def say(text: str = "") -> None:
         print(text, file=out)
 
-    training = config.get("training") or {}
-    grpo = dict(training.get("grpo") or {})
+    training = config["training"]
+    grpo = dict(training["grpo"])
     mode = fit_mode(config, strict)
     n_seen, mem_seen, gpu_name = detect_gpus()
     notes: list[str] = []
     if gpus is not None:
         n, n_from = gpus, "--gpus"
-    elif int(training.get("gpus") or 0) > 0:
+    elif int(training["gpus"]) > 0:
         n, n_from = int(training["gpus"]), "training.gpus"
     elif n_seen:
         n, n_from = n_seen, "visible CUDA devices"
@@ -115,24 +115,24 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
         mem, mem_from = float(gpu_mem), "--gpu-mem"
     elif mem_seen is not None:
         mem, mem_from = mem_seen, f"detected: {gpu_name}"
-    elif training.get("gpu_mem_gb"):
+    elif training["gpu_mem_gb"]:
         mem, mem_from = float(training["gpu_mem_gb"]), "training.gpu_mem_gb"
     else:
         mem, mem_from = None, "unknown"
     if mem is not None and mem <= 0:
         raise ConfigError(f"--gpu-mem must be positive, not {mem}")
 
-    acc = training.get("accelerate_config")
+    acc = training["accelerate_config"]
     launch = check_launch_config(acc, gpus=n, grpo=grpo)
     if acc and n <= 1:
         launch.notes.append("1 GPU: the workflow runs plain `shala` (no accelerate launch, no DeepSpeed), "
                             "so the estimate is for plain training")
 
     cfg_dict, cfg_source = model_config_dict(config, model_config)
-    model_cfg = config.get("model") or {}
+    model_cfg = config["model"]
     name = str(model_cfg.get("id") or model_cfg.get("path") or model_cfg.get("name") or "model")
     shape = count_parameters(cfg_dict, name=name, source=cfg_source)
-    freeze = bool(training.get("freeze_unused_towers", True))
+    freeze = bool(training["freeze_unused_towers"])
     deepspeed = launch.deepspeed and n > 1
     setup = setup_for(grpo, gpus=n, deepspeed=deepspeed, zero_stage=launch.zero_stage,
                       offload_optimizer=launch.offload_optimizer != "none",
@@ -181,7 +181,7 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
         say(line)
     if disk.fits:
         say(f"disk verdict: OK: {disk.need / GIB:.1f} GiB needed, {disk.free / GIB:.1f} GiB free")
-    elif not enforce_disk or not training.get("check_disk", True):
+    elif not enforce_disk or not training["check_disk"]:
         why = "training.check_disk false" if enforce_disk else "training jobs stop on it (--enforce-disk)"
         say(f"disk verdict: NOT ENOUGH (reported only; {why}): {disk.error()}")
     else:

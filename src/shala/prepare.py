@@ -1,4 +1,4 @@
-"""``shala prepare``: raw files -> canonical items, seeded splits, stats (SPEC §3, §8).
+"""``shala prepare``: raw files -> canonical items, seeded splits, stats (docs/design.md §3, §8).
 
 Outputs (all or none, see :func:`shala.jsonio.staged_outputs`):
 ``items.jsonl``, ``train.jsonl``, ``validation.jsonl``, ``test.jsonl``,
@@ -25,7 +25,7 @@ from .jsonio import dumps_line, staged_outputs
 
 log = logging.getLogger(__name__)
 
-# Split fractions of the built-in datasets (SPEC §3), used when no config names them.
+# Split fractions of the built-in datasets (docs/design.md §3), used when no config names them.
 DEFAULT_SPLITS = {"chaosnli": (0.65, 0.15), "goemotions": (0.70, 0.15), "msp_podcast": (0.60, 0.20)}
 OUTPUT_FILES = ("items.jsonl", "train.jsonl", "validation.jsonl", "test.jsonl", "stats.json", "prepare.json")
 
@@ -33,9 +33,9 @@ OUTPUT_FILES = ("items.jsonl", "train.jsonl", "validation.jsonl", "test.jsonl", 
 def dataset_settings(dataset: str, config: dict[str, Any] | None) -> dict[str, Any]:
     """Adapter, options and split fractions for ``dataset`` from config, or the
     built-in defaults when the dataset is a built-in adapter name."""
-    if config and dataset in config.get("datasets", {}):
+    if config and dataset in config["datasets"]:
         d = config["datasets"][dataset]
-        return {"adapter": d["adapter"], "options": d.get("options") or {},
+        return {"adapter": d["adapter"], "options": d["options"],
                 "split": (d["split"]["train"], d["split"]["validation"])}
     if dataset in DEFAULT_SPLITS:
         return {"adapter": dataset, "options": {}, "split": DEFAULT_SPLITS[dataset]}

@@ -1,4 +1,4 @@
-"""Prompts (SPEC §4): background, target, task, output constraints, and an
+"""Prompts (docs/design.md §4): background, target, task, output constraints, and an
 optional response prefix.
 
 A dataset's prompt lives in config; this module renders it for one item as
@@ -15,6 +15,10 @@ recorded in every run record. TRL's GRPOTrainer cannot continue an
 assistant message in the conversational format (it renders with
 ``add_generation_prompt=True``), so training uses the standard (string)
 prompt format with the template applied here.
+
+Every function takes a dataset's ``prompt`` block with its schema defaults
+filled (the generic task and output texts among them: the schema holds
+them, so the config and the run records show what the model was asked).
 """
 
 from __future__ import annotations
@@ -26,16 +30,6 @@ from typing import Any
 
 from .errors import ConfigError, InputError
 
-DEFAULT_OUTPUT = (
-    "Answer with exactly one JSON object whose keys are the class names in this "
-    "order: {label_list}. Each value is the probability of that class, the values "
-    "sum to 1, and nothing else is written. Example format: {example}"
-)
-DEFAULT_TASK = (
-    "Different people may judge this item differently. Estimate the distribution "
-    "of judgements a large group of annotators would give, as calibrated "
-    "probabilities over the classes:"
-)
 AUTO_PREFIX = "auto"
 
 
@@ -65,21 +59,21 @@ def _sections(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> list[str]:
     """Background, target, task and output constraints of ``item`` (stripped)."""
     labels = item["labels"]
     inputs = item.get("inputs", {})
-    target_tpl = prompt_cfg.get("target")
+    target_tpl = prompt_cfg["target"]
     if not target_tpl:
-        raise ConfigError("prompt.target is missing")
+        raise ConfigError("prompt.target is empty")
     missing = [f for f in _fields(target_tpl) if f not in inputs]
     if missing:
         raise InputError(f"item {item.get('id')!r} has no input field(s) {missing} used by prompt.target",
                          field="inputs")
     target = target_tpl.format_map({k: str(v) for k, v in inputs.items()})
-    definitions = prompt_cfg.get("definitions") or {}
-    task = _format(prompt_cfg.get("task") or DEFAULT_TASK, labels, "task").strip()
+    definitions = prompt_cfg["definitions"]
+    task = _format(prompt_cfg["task"], labels, "task").strip()
     if definitions:
         lines = [f"- {lab}: {definitions[lab]}" if definitions.get(lab) else f"- {lab}" for lab in labels]
         task += "\n" + "\n".join(lines)
-    output = _format(prompt_cfg.get("output") or DEFAULT_OUTPUT, labels, "output")
-    return [(prompt_cfg.get("background") or "").strip(), target.strip(), task, output.strip()]
+    output = _format(prompt_cfg["output"], labels, "output")
+    return [prompt_cfg["background"].strip(), target.strip(), task, output.strip()]
 
 
 def render_prompt_text(item: dict[str, Any], prompt_cfg: dict[str, Any]) -> str:
@@ -97,7 +91,7 @@ def render_messages(item: dict[str, Any], prompt_cfg: dict[str, Any], *,
     and the rest, so the model hears the utterance right before reading it.
     """
     messages: list[dict[str, Any]] = []
-    if prompt_cfg.get("system"):
+    if prompt_cfg["system"]:
         messages.append({"role": "system", "content": prompt_cfg["system"]})
     if not audio:
         messages.append({"role": "user", "content": render_prompt_text(item, prompt_cfg)})
@@ -116,7 +110,7 @@ def render_messages(item: dict[str, Any], prompt_cfg: dict[str, Any], *,
 def response_prefix(prompt_cfg: dict[str, Any], labels: Sequence[str]) -> str:
     """The configured opening of the answer ('' when none). ``auto`` opens the
     JSON object at the first class: ``{"<first label>": ``."""
-    prefix = prompt_cfg.get("response_prefix") or ""
+    prefix = prompt_cfg["response_prefix"]
     if prefix == AUTO_PREFIX:
         return "{" + json.dumps(labels[0]) + ": "
     return str(prefix)
@@ -127,7 +121,7 @@ def render_prompt_string(tokenizer, item: dict[str, Any], prompt_cfg: dict[str, 
     """The model input: chat template applied, assistant turn opened, and the
     response prefix written (``audio``: see :func:`render_messages`)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("the tokenizer has no chat template; prompts are chat messages (SPEC §4)")
+        raise ConfigError("the tokenizer has no chat template; prompts are chat messages (docs/design.md §4)")
     text = tokenizer.apply_chat_template(render_messages(item, prompt_cfg, audio=audio), tokenize=False,
                                          add_generation_prompt=True)
     return without_added_bos(tokenizer, text) + response_prefix(prompt_cfg, item["labels"])
@@ -169,8 +163,8 @@ def stop_token_ids(tokenizer, prompt_cfg: dict[str, Any]) -> list[int]:
     vocabulary token whose text ends with ``prompt.stop_at`` (e.g. ``}``,
     which closes the JSON answer). Generation then stops at the answer
     instead of running on to the token limit; the same ids end GRPO rollouts
-    and greedy predictions. Empty when ``stop_at`` is not set."""
-    stop = prompt_cfg.get("stop_at")
+    and greedy predictions. Empty when ``stop_at`` is empty."""
+    stop = prompt_cfg["stop_at"]
     if not stop:
         return []
     vocab = tokenizer.get_vocab()

@@ -1,4 +1,4 @@
-"""GRPO reward functions (SPEC §5), callable directly by TRL's GRPOTrainer.
+"""GRPO reward functions (docs/design.md §5), callable directly by TRL's GRPOTrainer.
 
 TRL calls ``reward(prompts=..., completions=..., **columns)`` where every
 other dataset column arrives as a list aligned with the completions. The
@@ -8,7 +8,7 @@ columns these rewards read, and nothing else, are:
 - ``dist``: the annotator distribution p in that order (list[float]);
 - ``entropy_norm``: H~(p) in [0, 1] (float), used by ``shala`` only;
 - ``response_prefix`` (optional): the opening of the answer written into the
-  prompt (SPEC §4), prepended to the completion before parsing.
+  prompt (docs/design.md §4), prepended to the completion before parsing.
 
 A completion is a string (standard format) or a list of chat messages
 (conversational format; the last assistant message is used). A completion

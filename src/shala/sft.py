@@ -58,7 +58,7 @@ def sft_rows(items: list[dict[str, Any]], prompt_cfg: dict[str, Any], tokenizer)
     from .parsing import format_distribution, format_percent
     from .prompts import render_prompt_string, response_prefix
 
-    percent = prompt_cfg.get("answer_scale", 1) == 100
+    percent = prompt_cfg["answer_scale"] == 100
     rows = []
     for it in items:
         target = (format_percent(it["labels"], it["dist"]) if percent
@@ -72,10 +72,12 @@ def sft_rows(items: list[dict[str, Any]], prompt_cfg: dict[str, Any], tokenizer)
     return rows
 
 
-def grpo_length(config: dict[str, Any]) -> dict[str, Any]:
-    """The SFT settings that match a GRPO run's length: optimizer steps,
+def grpo_length(config: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """The SFT settings that match a GRPO run's length on ``dataset``
+    (training.grpo with the dataset's ``grpo`` fields): optimizer steps,
     prompts per step (per device) and learning rate."""
-    g = config["training"]["grpo"]
+    per_dataset = (config["datasets"].get(dataset) or {}).get("grpo") if dataset else None
+    g = {**config["training"]["grpo"], **(per_dataset or {})}
     prompts = max(1, int(g["per_device_train_batch_size"]) // int(g["num_generations"]))
     return {"max_steps": int(g["max_steps"]), "num_train_epochs": g["num_train_epochs"],
             "per_device_train_batch_size": prompts,
@@ -84,17 +86,17 @@ def grpo_length(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def sft_settings(config: dict[str, Any], method: str | None = None,
-                 max_steps: int | None = None) -> dict[str, Any]:
+                 max_steps: int | None = None, dataset: str | None = None) -> dict[str, Any]:
     """training.warmup_sft, then (for a method) the GRPO length when
     ``match_grpo`` and the method's overrides, then ``max_steps``."""
-    cfg = dict((config.get("training") or {}).get("warmup_sft") or {})
+    cfg = dict(config["training"]["warmup_sft"])
     for key in NON_SFT_KEYS:
         cfg.pop(key, None)
     settings = {**SFT_DEFAULTS, "bf16": cuda_available(), **cfg}
     if method is not None:
         spec = method_spec(config, method, trainer="sft")
-        if spec.get("match_grpo"):
-            settings.update(grpo_length(config))
+        if spec["match_grpo"]:
+            settings.update(grpo_length(config, dataset))
         settings.update(spec.get("overrides") or {})
     if max_steps is not None:
         settings["max_steps"] = int(max_steps)
@@ -126,7 +128,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)
-    requested = sft_settings(config, method, max_steps)
+    requested = sft_settings(config, method, max_steps, dataset)
     settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
@@ -139,7 +141,7 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3",
              args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"])
     train_ds = Dataset.from_list(sft_rows(items, prompt_cfg, tokenizer))
-    if audio_in_play(config.get("datasets", {}).get(dataset, {}), model, items):
+    if audio_in_play(config["datasets"][dataset], model, items):
         notes = [*notes, "SFT saw the transcripts only (no audio path in SFTTrainer)"]
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer)

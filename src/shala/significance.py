@@ -1,4 +1,4 @@
-"""Across-seed summaries, bootstrap intervals and paired tests (SPEC §6).
+"""Across-seed summaries, bootstrap intervals and paired tests (docs/design.md §6).
 
 Small, pure numpy/scipy functions used by :mod:`shala.report`:
 

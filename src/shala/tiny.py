@@ -1,4 +1,4 @@
-"""A tiny, randomly initialised chat model for fast unit tests (SPEC §9).
+"""A tiny, randomly initialised chat model for fast unit tests (docs/design.md §9).
 
 Tests must not download anything and must run in seconds on a CPU, so we
 build a Qwen2 causal LM with a few thousand parameters and a tokenizer

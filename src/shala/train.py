@@ -1,4 +1,4 @@
-"""GRPO training of one (dataset, method, seed) with TRL's ``GRPOTrainer`` (SPEC §5).
+"""GRPO training of one (dataset, method, seed) with TRL's ``GRPOTrainer`` (docs/design.md §5).
 
 Why this module exists rather than a bare TRL script:
 
@@ -45,7 +45,7 @@ from .trainlog import (CHECKPOINTS, append_log, checkpoint_step, last_checkpoint
 
 log = logging.getLogger(__name__)
 
-# SPEC §5: passed explicitly to GRPOConfig and recorded in run.json.
+# docs/design.md §5: passed explicitly to GRPOConfig and recorded in run.json.
 RECORDED_FIELDS = (
     "scale_rewards", "loss_type", "max_completion_length", "num_generations", "temperature",
     "beta", "num_train_epochs", "max_steps", "learning_rate", "optim",
@@ -67,26 +67,30 @@ def method_spec(config: dict[str, Any], method: str, trainer: str = "grpo") -> d
     try:
         spec = config["methods"][method]
     except KeyError:
-        known = ", ".join(config.get("methods", {}))
+        known = ", ".join(config["methods"])
         raise ConfigError(f"unknown method {method!r}; known: {known}") from None
-    if spec.get("trainer") != trainer:
-        raise ConfigError(f"method {method!r} has trainer {spec.get('trainer')!r}, not {trainer!r}")
+    if spec["trainer"] != trainer:
+        raise ConfigError(f"method {method!r} has trainer {spec['trainer']!r}, not {trainer!r}")
     return spec
 
 
-def grpo_settings(config: dict[str, Any], method: str, max_steps: int | None = None) -> dict[str, Any]:
-    """training.grpo overlaid with the method's overrides (and ``max_steps``).
+def grpo_settings(config: dict[str, Any], method: str, max_steps: int | None = None,
+                  dataset: str | None = None) -> dict[str, Any]:
+    """training.grpo, overlaid with the dataset's ``grpo`` fields, then the
+    method's overrides (and ``max_steps``).
 
     Every field of :data:`RECORDED_FIELDS` must be present: a silently
-    inherited TRL default is exactly what SPEC §5 forbids.
+    inherited TRL default is exactly what docs/design.md §5 forbids.
     """
     spec = method_spec(config, method)
-    settings = {**EXTRA_DEFAULTS, **config["training"]["grpo"], **(spec.get("overrides") or {})}
+    per_dataset = config["datasets"][dataset].get("grpo") if dataset else None  # unset: none
+    settings = {**EXTRA_DEFAULTS, **config["training"]["grpo"], **(per_dataset or {}),
+                **(spec.get("overrides") or {})}
     if max_steps is not None:
         settings["max_steps"] = int(max_steps)
     missing = [f for f in RECORDED_FIELDS if f not in settings]
     if missing:
-        raise ConfigError(f"training.grpo: missing field(s) {missing} (SPEC §5 wants them explicit)")
+        raise ConfigError(f"training.grpo: missing field(s) {missing} (docs/design.md §5 wants them explicit)")
     return settings
 
 
@@ -296,7 +300,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
-    requested = grpo_settings(config, method, max_steps)
+    requested = grpo_settings(config, method, max_steps, dataset)
     settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
@@ -311,8 +315,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
              zero3["partitioned_numel"], zero3["local_numel"])
     items = load_train_items(data_dir)
     # speech + text (MSP-Podcast on an Omni model) unless the dataset is text_only
-    audio = audio_features_for(config.get("datasets", {}).get(dataset, {}), model, items,
-                               init_from or model_ref)
+    audio = audio_features_for(config["datasets"][dataset], model, items, init_from or model_ref)
     train_ds = load_train_dataset(config, dataset, data_dir, tokenizer, items=items, audio=audio is not None)
     prompt_cfg = prompt_config(config, dataset)
     labels = train_ds[0]["labels"]
@@ -339,7 +342,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                           processing_class=tokenizer, callbacks=[step_log], **extra)
     masked = None
-    if constrained and (config.get("training") or {}).get("mask_forced_tokens", True):
+    if constrained and config["training"]["mask_forced_tokens"]:
         masked = mask_forced_tokens(trainer, tokenizer, labels, constrained["max_digits"])
 
     t_train = time.perf_counter()
@@ -355,7 +358,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
         "audio": audio is not None,
         "prompt": prompt_cfg, "response_prefix": sorted(set(train_ds["response_prefix"])),
-        "stop_at": prompt_cfg.get("stop_at"), "constrained": constrained,
+        "stop_at": prompt_cfg["stop_at"], "constrained": constrained,
         "forced_tokens": ({"masked": True, **masked} if masked is not None
                           else {"masked": False} if constrained else None),
         "grpo_config": config_record(args, requested), "notes": notes, "fit": fit,

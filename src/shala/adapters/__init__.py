@@ -1,4 +1,4 @@
-"""Dataset adapters: raw files -> canonical items (SPEC §3).
+"""Dataset adapters: raw files -> canonical items (docs/design.md §3).
 
 Each adapter is a module with
 

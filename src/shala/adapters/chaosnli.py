@@ -1,4 +1,4 @@
-"""ChaosNLI (SNLI and MNLI-matched parts), SPEC §3.1.
+"""ChaosNLI (SNLI and MNLI-matched parts), docs/design.md §3.1.
 
 100 NLI judgements per item in ``label_count`` (order e, n, c). The alphaNLI
 part is not used. The 5 original votes (``old_labels``) are read by the

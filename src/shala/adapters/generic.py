@@ -1,4 +1,4 @@
-"""Bring your own data (SPEC §3.4): annotations in three common shapes.
+"""Bring your own data (docs/design.md §3.4): annotations in three common shapes.
 
 Options (``datasets.X.options`` in config):
 

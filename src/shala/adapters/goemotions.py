@@ -1,4 +1,4 @@
-"""GoEmotions from the raw rater-level CSVs, mapped to Ekman categories (SPEC §3.2).
+"""GoEmotions from the raw rater-level CSVs, mapped to Ekman categories (docs/design.md §3.2).
 
 ``goemotions_1.csv`` .. ``goemotions_3.csv`` hold one row per rater per
 comment. A rater row is valid when it is not marked ``example_very_unclear``
@@ -126,7 +126,7 @@ def load(source: Path, options: dict[str, Any] | None = None, seed: int = 0) -> 
     items = []
     for cid, c in aggregate(Path(source)).items():
         if c["raters"] < opts["min_raters"]:
-            continue  # SPEC §3.2: too few valid raters
+            continue  # docs/design.md §3.2: too few valid raters
         items.append(make_item(id=cid, dataset=NAME, subset=None, inputs={"text": c["text"]}, labels=LABELS,
                                counts=c["counts"], ambiguity=AMBIGUITY, n_annotators=c["raters"],
                                where=c["where"]))

@@ -1,4 +1,4 @@
-"""MSP-Podcast (v1.12 layout), votes from each worker's primary emotion (SPEC §3.3).
+"""MSP-Podcast (v1.12 layout), votes from each worker's primary emotion (docs/design.md §3.3).
 
 ``Labels/labels_detailed.csv`` has one row per worker: ``FileName,EmoDetail``
 with EmoDetail ``WORKER; Primary; Secondaries; A:..; V:..; D:..;``. The

@@ -1,5 +1,5 @@
 """Tables, paired tests, claims and figures from metrics files and training
-logs alone (SPEC §6 end, §7); no model is needed.
+logs alone (docs/design.md §6 end, §7); no model is needed.
 
 The report reads exactly the files it is given (see :mod:`.load`) and
 writes every name in :data:`OUTPUTS` under ``out``, always (missing inputs
@@ -12,6 +12,8 @@ give notes instead of numbers), so a workflow can declare them:
   literature file and the paper's own Table 2);
 - ``significance.{csv,md}`` (:mod:`.paired`): paired per-item JSD tests;
 - ``claims.{csv,md}`` (:mod:`.claims`): the paper's claims, checked;
+- ``learning.{csv,md}`` (:mod:`.learning`): per run and seed, the training
+  log's health and whether the model reads the items;
 - ``fig_ambiguity``, ``fig_per_class``, ``fig_training`` as PNG and PDF
   (:mod:`.figures`);
 - ``report.md`` (:mod:`.page`): one page with all of the above.
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "metrics_long.csv",
            "table2.csv", "table2.md", "table2.tex",
-           "significance.csv", "significance.md", "claims.csv", "claims.md",
+           "significance.csv", "significance.md", "claims.csv", "claims.md", "learning.csv", "learning.md",
            "fig_ambiguity.png", "fig_ambiguity.pdf", "fig_per_class.png", "fig_per_class.pdf",
            "fig_training.png", "fig_training.pdf",
            "report.md"]
@@ -51,7 +53,7 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     """
     from ..jsonio import write_text
     from . import claims as C
-    from . import figures, load, paired, page, tables
+    from . import figures, learning, load, paired, page, tables
 
     records = load.load_records(metrics, split)
     split = records[0].split
@@ -60,7 +62,7 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     lit = literature if isinstance(literature, list) else load.load_literature(literature)
     pap = paper if isinstance(paper, dict) else load.load_paper(paper)
     df = load.frame(records)
-    means = load.item_means(load.load_items(records))
+    means = load.item_means(load.load_items(records))  # seeds averaged
     agg = tables.aggregate(df, means, pap, settings, config)
     out = Path(out)
     P = {name: out / name for name in OUTPUTS}
@@ -96,6 +98,13 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     write_text(P["claims.csv"], C.claims_frame(findings).to_csv(index=False))
     write_text(P["claims.md"], f"# The paper's claims ({split} split)\n\n{claims_md}")
 
+    # did training learn (per seed)
+    items = load.load_items(records)
+    learn = learning.learning(df, items, run_records, config)
+    learn_md = learning.learning_md(learn)
+    write_text(P["learning.csv"], learn.to_csv(index=False, float_format="%.6f"))
+    write_text(P["learning.md"], f"# Did training learn? ({split} split)\n\n{learn_md}")
+
     # figures
     _, notes = figures.fig_ambiguity(records, means, config, out / "fig_ambiguity", split)
     figures.fig_per_class(records, config, out / "fig_per_class")
@@ -105,6 +114,6 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
         split=split, n_files=len(records), n_datasets=len({r.dataset for r in records}),
         n_runs=len({r.run for r in records}), n_run_records=len(run_records), summary=C.summary_table(findings),
         table1_md=t1_md, table1_notes=t1_notes, table2_md=t2_md, paired_md=sig_md, claims_md=claims_md,
-        notes=notes, setup=page.setup_md(run_records)))
+        notes=notes, setup=page.setup_md(run_records), learning_md=learn_md))
     log.info("report: %d metrics files, %d run records -> %s", len(records), len(run_records), out)
     return [P[name] for name in OUTPUTS]

@@ -196,7 +196,7 @@ def claim3(f: Facts, ds: str) -> Finding:
     if pa and pn:
         text += f" Paper: JSD {pn['jsd']:.3f} (shala_no_ambi) → {pa['jsd']:.3f} (shala)."
     text += (" Under scale_rewards=group the weight H̃(p) multiplies every rollout of a group and cancels in the "
-             "group-normalised advantage (SPEC §5); only a batch-scaled run (shala_batch) tests it.")
+             "group-normalised advantage (docs/design.md §5); only a batch-scaled run (shala_batch) tests it.")
     text += f.spread_notes(ds, variants + ["shala_no_ambi"])
     primary = next((v for v in ("shala_batch", "shala") if v in results and results[v][1] != "group"), None)
     if primary is None:

@@ -1,4 +1,4 @@
-"""Figures (seaborn), each written as PNG and PDF (SPEC §7).
+"""Figures (seaborn), each written as PNG and PDF (docs/design.md §7).
 
 - ``fig_ambiguity``: per ambiguity level, box plots per run of per-item JSD
   and BC (averaged over seeds), and macro-F1 per level (bars, ± std over seeds);

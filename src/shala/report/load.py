@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
-from ..evaluate import METRIC_KEYS
+from ..metrics import REGISTRY
 
-# metrics read from each block; value: True when higher is better (None: not a quality metric)
-METRICS = {"jsd": False, "jsd_e": False, "bc": True, "kl": False, "accuracy": True, "macro_f1": True,
-           "weighted_f1": True, "soft_micro_f1": True, "parse_failure_rate": False, "pred_spread": None}
-SETTINGS = {"max_parse_failure_rate": 0.5, "min_pred_spread": 0.05}
+# the registry's metrics the report reads from each block, quality metrics first, then
+# diagnostics (the column order of every table); value: True when higher is better (None: a
+# diagnostic, never ranked)
+METRICS = {m.name: m.higher_is_better for m in sorted((m for m in REGISTRY.values() if m.in_report),
+                                                       key=lambda m: m.higher_is_better is None)}
 STEP_FIELDS = ("reward_mean", "parse_rate", "zero_spread_frac")
 _METRICS_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<split>[^/.]+)\.json$")
 _RUN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)/run\.json$")
@@ -45,13 +46,14 @@ def is_trained(run: str, config: dict[str, Any] | None) -> bool:
     and not a config method whose trainer is ``none``."""
     if is_ref(run) or run == "zs":
         return False
-    spec = ((config or {}).get("methods") or {}).get(run) or {}
-    return spec.get("trainer", "grpo") != "none"
+    spec = ((config or {}).get("methods") or {}).get(run)
+    return spec is None or spec["trainer"] != "none"
 
 
 def run_order(runs: list[str], config: dict[str, Any] | None) -> list[str]:
-    """Methods in config order first, then other runs, then reference predictors."""
-    methods = list((config or {}).get("run_methods", ["zs", "mls", "shala_no_ambi", "shala"]))
+    """Methods in config order first, then other runs (sorted: a config
+    without ``run_methods`` gives no order), then reference predictors."""
+    methods = list((config or {}).get("run_methods") or [])
     known = [r for r in methods if r in runs and not is_ref(r)]
     refs = sorted(r for r in runs if is_ref(r))
     rest = sorted(r for r in runs if r not in known and r not in refs)
@@ -59,21 +61,24 @@ def run_order(runs: list[str], config: dict[str, Any] | None) -> list[str]:
 
 
 def settings(config: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``report`` block of config over its defaults."""
-    return SETTINGS | ((config or {}).get("report") or {})
+    """The ``report`` block of config, its schema defaults filled (a config
+    built by hand, or none, gets them too)."""
+    from ..config import fill_defaults
+
+    return fill_defaults(dict((config or {}).get("report") or {}), at="report")
 
 
 def load_report_config(paths: list[str | Path]) -> dict[str, Any]:
-    """Merge YAML configs (later overlay earlier) and validate what is there.
+    """Merge YAML configs (later overlay earlier) and validate what is there,
+    schema defaults filled.
 
     A full config is validated as every command does; a partial one (e.g.
     the workflow's file holding only the values the report reads) is checked
     against the same schema without its top-level required fields.
     """
-    import jsonschema
     import yaml
 
-    from ..config import deep_merge, schema, validate
+    from ..config import check_schema, deep_merge, schema, validate
 
     merged: dict[str, Any] = {}
     for p in map(Path, paths):
@@ -87,16 +92,9 @@ def load_report_config(paths: list[str | Path]) -> dict[str, Any]:
             raise ConfigError(f"{p}: top level must be a mapping")
         merged = deep_merge(merged, data)
     where = " + ".join(map(str, paths))
-    sch = schema()
-    if all(k in merged for k in sch.get("required", [])):
+    if all(k in merged for k in schema()["required"]):
         return validate(merged, where=where)
-    sch["required"] = []
-    err = next(iter(sorted(jsonschema.Draft202012Validator(sch).iter_errors(merged),
-                           key=lambda e: list(e.absolute_path))), None)
-    if err is not None:
-        field_ = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"{where}: field '{field_}': {err.message}")
-    return merged
+    return check_schema(merged, where, partial=True)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -328,8 +326,8 @@ def load_literature(path: Path | None = None) -> list[dict[str, Any]]:
         for key in LIT_REQUIRED:
             if e.get(key) is None:
                 raise InputError("missing field", path=path, field=f"{where}.{key}")
-        if e["metric"] not in METRIC_KEYS:
-            raise InputError(f"unknown metric {e['metric']!r} (one of {', '.join(METRIC_KEYS)})",
+        if e["metric"] not in REGISTRY:
+            raise InputError(f"unknown metric {e['metric']!r} (one of {', '.join(REGISTRY)})",
                              path=path, field=f"{where}.metric")
         if isinstance(e["value"], bool) or not isinstance(e["value"], (int, float)):
             raise InputError("must be a number", path=path, field=f"{where}.value")

@@ -19,6 +19,17 @@ FIGURES = (
 )
 
 
+LEARNING_HEAD = (
+    "Read this before the tables. Per trained run and seed: the completions' token entropy on the first "
+    "step and over the last quarter of the steps, the fraction of groups whose rollouts all got the same "
+    "reward over the last quarter (their advantage, hence their gradient, is 0), and the steps whose "
+    "gradient norm was 0; then JSD, pred_spread and the paired per-item JSD difference against the label "
+    "prior (ref_prior) and mls, with its 95% bootstrap interval. A run reads the items on a seed when "
+    "pred_spread ≥ 0.05 and it beats ref_prior (interval below 0). On the known-answer control (the items "
+    "state their distribution) a method that does not read the items has not learned; on real data a "
+    "run that does not beat the prior has learned nothing from the items.\n\n")
+
+
 def table1_head(split: str) -> str:
     return (f"Table 1 ({split} split): mean over seeds (± std when more than one), relative change against zs "
             f"in parentheses (\"jsd vs zs\": the change in JSD, {DASH} without a zs run), best model run per "
@@ -36,12 +47,13 @@ def notes_md(notes: list[str]) -> str:
 
 def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_records: int, summary: str,
          table1_md: str, table1_notes: list[str], table2_md: str, paired_md: str, claims_md: str,
-         notes: list[str], setup: str = "") -> str:
+         notes: list[str], setup: str = "", learning_md: str = "") -> str:
     parts = [f"# Results report ({split} split)\n",
              f"{n_files} metrics files, {n_datasets} dataset(s), {n_runs} run(s), {n_run_records} training "
              "run record(s). Tables as CSV/Markdown/LaTeX and figures as PNG/PDF lie next to this page.\n",
              "Verdicts on the paper's claims (details below):\n", summary,
              "## Setup\n", setup or "No training run records were given.\n",
+             "## Did training learn?\n", LEARNING_HEAD + (learning_md or "No trained run.\n"),
              "## Table 1: datasets × methods\n", table1_head(split) + table1_md]
     if table1_notes:
         parts.append(notes_md(table1_notes))

@@ -1,4 +1,4 @@
-"""Paired per-item JSD tests between runs (SPEC §6), on :mod:`shala.significance`.
+"""Paired per-item JSD tests between runs (docs/design.md §6), on :mod:`shala.significance`.
 
 Pairs, per dataset, among the runs present (``method`` − ``baseline``):
 

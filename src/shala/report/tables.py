@@ -37,7 +37,7 @@ DIST_METRICS = ("jsd", "jsd_e", "bc", "kl", "tvd")
 TABLE1_METRICS = ("jsd", "bc", "kl", "accuracy", "macro_f1", "weighted_f1", "soft_micro_f1",
                   "parse_failure_rate", "pred_spread")
 PAPER_METRICS = ("jsd", "bc", "accuracy", "macro_f1", "weighted_f1")
-NOT_RANKED = ("parse_failure_rate", "pred_spread")  # no best, no change vs zs in the cell
+NOT_RANKED = tuple(m for m, higher in METRICS.items() if higher is None)  # no best, no change vs zs
 PAPER_REF = "SHALA-LLM, arXiv:2606.05376v1"
 PAPER_SETUP = "Qwen2.5-Omni-7B, full training data, one seed: a different model and scale from this run"
 METRIC_LABELS = {"jsd": "JSD", "jsd_e": "JSD (ln)", "kl": "KL", "bc": "BC", "accuracy": "accuracy",
@@ -101,7 +101,7 @@ def jsd_intervals(means: pd.DataFrame, n_boot: int = N_BOOT, alpha: float = ALPH
 def best(agg: pd.DataFrame, dataset: str, metric: str) -> float | None:
     """Best mean among model runs not flagged for parse failures."""
     higher = METRICS[metric]
-    if higher is None or metric in NOT_RANKED:
+    if higher is None:
         return None
     ok = (agg.dataset == dataset) & ~agg.run.map(is_ref) & ~agg.parse_flag
     if metric in DIST_METRICS:

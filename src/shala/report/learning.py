@@ -1,0 +1,140 @@
+"""Did training learn? Per run and seed: the training log's health and
+whether the model reads the items, before any table is read.
+
+Why: a GRPO run whose rollouts all agree gets zero advantages and a zero
+gradient; its numbers then say nothing about its reward. And a trained
+model that cannot beat the label prior (``ref_prior``) answers without
+reading the items. Both show per seed, so a result that holds on one seed
+of three is not mistaken for one that holds on all.
+
+Two tables, ``learning.csv`` (one row per dataset × trained method × seed):
+
+- health, from ``train_log.jsonl``: token entropy of the completions on the
+  first and in the last quarter of the steps (TRL's ``entropy``, over the
+  tokens that carry loss), the fraction of zero-spread groups in the last
+  quarter, and the number of steps whose gradient norm was 0;
+- reading, from the per-item scores of that seed: JSD, ``pred_spread``,
+  ``p_majority`` (the probability given to the majority class: where ``mls``
+  moves) and
+  the paired per-item JSD difference against ``ref_prior``, ``mls`` and
+  ``zs`` (same items; bootstrap 95% interval, as in :mod:`.paired`).
+
+A run *reads the items* on a seed when ``pred_spread`` ≥
+:data:`MIN_SPREAD` and its JSD is below ``ref_prior``'s with the paired
+interval's upper end below 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from ..significance import paired_test
+from .load import RunRecord, is_trained, run_order
+from .tables import DASH, N_BOOT, markdown
+
+MIN_SPREAD = 0.05       # below it, the answers are (nearly) one constant
+AGAINST = ("ref_prior", "mls", "zs")
+LEARNING_COLUMNS = ["dataset", "method", "seed", "steps", "entropy_first", "entropy_last",
+                    "zero_spread_last", "zero_grad_steps", "jsd", "pred_spread", "p_majority",
+                    *[f"{c}_{b}" for b in AGAINST for c in ("diff", "ci_lo", "ci_hi")], "reads_items"]
+
+
+def log_health(run: RunRecord) -> dict[str, Any]:
+    """Entropy (first step, last quarter), zero-spread fraction (last
+    quarter) and zero-gradient steps, from the run's step and log events."""
+    ent: dict[int, float] = {}
+    grad: dict[int, float] = {}
+    if run.log_path.is_file():
+        for line in run.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # read_steps already reported a malformed log
+            if isinstance(row, dict) and row.get("event") == "log" and row.get("step") is not None:
+                if isinstance(row.get("entropy"), (int, float)):
+                    ent[int(row["step"])] = float(row["entropy"])
+                if isinstance(row.get("grad_norm"), (int, float)):
+                    grad[int(row["step"])] = float(row["grad_norm"])
+    steps = run.steps
+    n = int(steps["step"].max()) if not steps.empty else (max(ent) if ent else 0)
+    first_last = max(1, n - max(1, n // 4) + 1)  # the last quarter: steps first_last .. n
+
+    def last_mean(values: dict[int, float]) -> float:
+        tail = [v for s, v in values.items() if s >= first_last]
+        return sum(tail) / len(tail) if tail else math.nan
+
+    zs = {int(s): float(v) for s, v in zip(steps["step"], steps.get("zero_spread_frac", []))
+          if pd.notna(v)} if not steps.empty and "zero_spread_frac" in steps else {}
+    return {"steps": n, "entropy_first": ent[min(ent)] if ent else math.nan,
+            "entropy_last": last_mean(ent), "zero_spread_last": last_mean(zs),
+            "zero_grad_steps": sum(1 for v in grad.values() if v == 0.0)}
+
+
+def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord],
+             config: dict[str, Any] | None) -> pd.DataFrame:
+    """The :data:`LEARNING_COLUMNS` table for the report's split.
+
+    ``df``: the per-seed metrics frame (:func:`.load.frame`); ``items``: the
+    per-item scores per seed (:func:`.load.load_items`).
+    """
+    health = {(r.dataset, r.method, r.seed): log_health(r) for r in run_records}
+    rows = []
+    overall = df[~df["dataset"].str.contains("/", regex=False)]
+    for ds in sorted(overall["dataset"].unique()):
+        runs = run_order(list(overall.loc[overall["dataset"] == ds, "run"].unique()), config)
+        per_item = items[items["dataset"] == ds]
+        base = {b: per_item[per_item["run"] == b].groupby("id")["jsd"].mean() for b in AGAINST}
+        for method in (r for r in runs if is_trained(r, config)):
+            for seed in sorted(overall.loc[(overall["dataset"] == ds) & (overall["run"] == method), "seed"]):
+                m = overall[(overall["dataset"] == ds) & (overall["run"] == method) & (overall["seed"] == seed)]
+                row: dict[str, Any] = {"dataset": ds, "method": method, "seed": int(seed),
+                                       **health.get((ds, method, int(seed)), {}),
+                                       "jsd": float(m["jsd"].iloc[0]), "pred_spread": float(m["pred_spread"].iloc[0]),
+                                       "p_majority": float(m["p_majority"].iloc[0]) if "p_majority" in m else math.nan}
+                own = per_item[(per_item["run"] == method) & (per_item["seed"] == seed)].set_index("id")["jsd"]
+                for b in AGAINST:
+                    if b == method or base[b].empty or own.empty:
+                        continue
+                    both = pd.concat([own.astype(float), base[b].astype(float)], axis=1, join="inner").sort_index()
+                    res = paired_test(both.iloc[:, 0], both.iloc[:, 1], n_boot=N_BOOT)
+                    row.update({f"diff_{b}": res.mean_diff, f"ci_lo_{b}": res.ci_lo, f"ci_hi_{b}": res.ci_hi})
+                hi = row.get("ci_hi_ref_prior")
+                row["reads_items"] = (bool(row["pred_spread"] >= MIN_SPREAD and hi is not None and hi < 0)
+                                      if hi is not None else None)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return DASH if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def learning_md(table: pd.DataFrame) -> str:
+    """The per-seed table, then one line per dataset × method: on how many
+    seeds it reads the items and beats ``mls``."""
+    if table.empty:
+        return "No trained run with per-item scores.\n"
+    head = ["dataset", "method", "seed", "entropy first → last", "zero-spread (last ¼)", "grad = 0 steps",
+            "JSD", "pred_spread", "p(majority)", "− ref_prior [95% CI]", "− mls [95% CI]", "reads the items"]
+    body = []
+    for r in table.itertuples(index=False):
+        def diff(b: str) -> str:
+            d = getattr(r, f"diff_{b}")
+            if d is None or (isinstance(d, float) and math.isnan(d)):
+                return DASH
+            return f"{d:+.3f} [{getattr(r, f'ci_lo_{b}'):+.3f}, {getattr(r, f'ci_hi_{b}'):+.3f}]"
+        body.append([r.dataset, r.method, str(r.seed), f"{_f(r.entropy_first, '.2f')} → {_f(r.entropy_last, '.2f')}",
+                     _f(r.zero_spread_last, ".2f"), str(r.zero_grad_steps) if pd.notna(r.zero_grad_steps) else DASH,
+                     _f(r.jsd, ".4f"), _f(r.pred_spread), _f(r.p_majority), diff("ref_prior"), diff("mls"),
+                     {True: "yes", False: "no"}.get(r.reads_items, DASH)])
+    lines = [markdown(pd.DataFrame(body, columns=head)), ""]
+    for (ds, method), g in table.groupby(["dataset", "method"], sort=False):
+        reads = int((g["reads_items"] == True).sum())  # noqa: E712 (None stays out)
+        beats = int((g["ci_hi_mls"] < 0).sum()) if "ci_hi_mls" in g else 0
+        tail = f"; below mls (interval under 0) on {beats} of {len(g)}" if method != "mls" and g["ci_hi_mls"].notna().any() else ""
+        lines.append(f"- {ds} / {method}: reads the items on {reads} of {len(g)} seed(s){tail}.")
+    return "\n".join(lines) + "\n"

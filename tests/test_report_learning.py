@@ -1,0 +1,104 @@
+"""shala.report.learning: the per-seed 'did training learn?' table, on fake runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shala.report import run_report
+from test_report import build_tree, md_rows
+
+DATASETS = {"control": (["red", "green", "blue"], (None,), "entropy", 40)}
+SEEDS = (0, 1, 2)
+PRIOR = np.array([0.4, 0.35, 0.25])
+
+
+def _reader(dist, rng, i):
+    return 0.9 * dist + 0.1 * rng.dirichlet(np.ones(dist.size))
+
+
+RUNS = {
+    "ref_prior": lambda dist, rng, i: PRIOR,
+    "zs": lambda dist, rng, i: np.full(dist.size, 1 / dist.size),
+    "mls": lambda dist, rng, i: np.eye(dist.size)[int(np.argmax(dist))] * 0.9 + 0.1 / dist.size,
+    "shala": _reader,
+    "stuck": lambda dist, rng, i: PRIOR + 0.001 * i / 40,  # one answer: does not read the items
+}
+CONFIG = {"run_methods": ["zs", "mls", "shala", "stuck"],
+          "methods": {"zs": {"trainer": "none"}, "mls": {"trainer": "grpo"}, "shala": {"trainer": "grpo"},
+                      "stuck": {"trainer": "grpo"}}}
+N_STEPS = 12
+
+
+def _write_runs(root):
+    paths = []
+    for method in ("mls", "shala", "stuck"):
+        for seed in SEEDS:
+            d = root / "models" / "control" / method / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "run.json").write_text(json.dumps({"method": method, "seed": seed}))
+            log = [{"event": "start", "step": 0}]
+            for s in range(1, N_STEPS + 1):
+                collapsed = method == "stuck" and s > 6
+                log.append({"event": "step", "step": s, "reward_mean": 0.5,
+                            "zero_spread_frac": 1.0 if collapsed else 0.25})
+                log.append({"event": "log", "step": s, "entropy": 1.0 - 0.05 * s,
+                            "grad_norm": 0.0 if collapsed else 2.0})
+            (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+            paths.append(d / "run.json")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    metrics = build_tree(root, datasets=DATASETS, runs=RUNS, seeds=SEEDS, fail=lambda run, i: False)
+    out = root / "reports"
+    run_report(metrics, out, runs=_write_runs(root), config=CONFIG)
+    return root, out, pd.read_csv(out / "learning.csv")
+
+
+def test_one_row_per_trained_run_and_seed(learned):
+    _, _, table = learned
+    assert sorted(zip(table["method"], table["seed"])) == sorted(
+        (m, s) for m in ("mls", "shala", "stuck") for s in SEEDS)
+
+
+def test_health_from_the_log(learned):
+    _, _, table = learned
+    stuck = table[table["method"] == "stuck"]
+    assert (stuck["zero_grad_steps"] == 6).all()
+    # last quarter of 12 steps: steps 10..12
+    assert stuck["zero_spread_last"].tolist() == pytest.approx([1.0] * 3)
+    assert stuck["entropy_first"].tolist() == pytest.approx([0.95] * 3)
+    assert stuck["entropy_last"].tolist() == pytest.approx([1.0 - 0.05 * 11] * 3)
+    assert (table[table["method"] == "shala"]["zero_grad_steps"] == 0).all()
+
+
+def test_paired_difference_matches_the_items_files(learned):
+    root, _, table = learned
+    prior = pd.read_csv(root / "metrics/control/ref_prior/seed0/test.items.csv", dtype={"id": str}).set_index("id")
+    for seed in SEEDS:
+        own = pd.read_csv(root / f"metrics/control/shala/seed{seed}/test.items.csv",
+                          dtype={"id": str}).set_index("id")
+        want = float(np.mean(own["jsd"] - prior.loc[own.index, "jsd"]))
+        row = table[(table["method"] == "shala") & (table["seed"] == seed)].iloc[0]
+        assert row["diff_ref_prior"] == pytest.approx(want, abs=1e-6)
+        assert row["ci_lo_ref_prior"] - 1e-6 <= want <= row["ci_hi_ref_prior"] + 1e-6
+
+
+def test_reads_the_items_verdict(learned):
+    _, out, table = learned
+    verdict = {(m, s): v for m, s, v in zip(table["method"], table["seed"], table["reads_items"])}
+    assert all(verdict[("shala", s)] for s in SEEDS)
+    assert not any(verdict[("stuck", s)] for s in SEEDS)    # constant answer: spread < 0.05
+    md = (out / "learning.md").read_text()
+    assert "- control / shala: reads the items on 3 of 3 seed(s); below mls (interval under 0) on 3 of 3." in md
+    assert "- control / stuck: reads the items on 0 of 3 seed(s)" in md
+    head, rows = md_rows(md)
+    assert head[0] == "dataset" and len(rows) == 9
+    page = (out / "report.md").read_text()
+    assert page.index("## Did training learn?") < page.index("## Table 1")
