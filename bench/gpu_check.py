@@ -1,6 +1,6 @@
 """Parts (b) and (c) of the GPU check, the paper's model architecture with
 random weights (no download): Qwen2.5-Omni-7B's thinker built from the
-config shipped in the package (src/shala/data/qwen2_5_omni_7b_config.json),
+config shipped in the package (src/shala/resources/qwen2_5_omni_7b_config.json),
 bf16, audio and vision towers frozen (text-only data gives them no gradient).
 
 Measures, and writes as JSON to OUTDIR/gpu_check_bc.json (after each
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "src" / "shala" / "data" / "qwen2_5_omni_7b_config.json"
+CONFIG = ROOT / "src" / "shala" / "resources" / "qwen2_5_omni_7b_config.json"
 TOWERS = ("audio_tower", "visual")
 NLI = ["entailment", "neutral", "contradiction"]
 SENTENCES = [  # premises of part (d)'s ChaosNLI-like items (write_inputs)
@@ -88,19 +88,19 @@ def build(torch, device: str, tiny: bool, ids: dict | None = None):
 
 def build_tokenizer(texts: list[str]):
     """A tokenizer for the random thinker (part (d) saves one beside it):
-    shala.tiny's byte-level BPE, trained on ``texts`` too (so a prompt made
+    shala.model.tiny_models's byte-level BPE, trained on ``texts`` too (so a prompt made
     of them is about as many tokens as with Qwen's tokenizer), the Omni
     specials and chat template. Its ids are all below the model's vocabulary."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from shala.tiny import SPECIAL_TOKENS, _corpus
-    from shala.tiny_omni import OMNI_CHAT_TEMPLATE, OMNI_SPECIALS
+    from shala.model.tiny_models import SPECIAL_TOKENS, tokenizer_corpus
+    from shala.model.tiny_omni import OMNI_CHAT_TEMPLATE, OMNI_SPECIALS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_corpus() + texts, trainer=trainers.BpeTrainer(
+    tok.train_from_iterator(tokenizer_corpus() + texts, trainer=trainers.BpeTrainer(
         vocab_size=3000, special_tokens=SPECIAL_TOKENS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -111,7 +111,7 @@ def build_tokenizer(texts: list[str]):
 
 
 def nli_item(k: int, sentences: int) -> dict:
-    from shala.items import make_item
+    from shala.data.items import make_item
 
     premise = " ".join(SENTENCES[(k + j) % len(SENTENCES)] for j in range(sentences))
     return make_item(id=f"n{k}", dataset="chaosnli", subset="snli", labels=NLI, ambiguity="entropy",
@@ -120,7 +120,7 @@ def nli_item(k: int, sentences: int) -> dict:
 
 
 def write_inputs(work: Path, model_dir: Path, prompt_cfg: dict, target: int, mel_bins: int) -> dict:
-    """Tokenizer files in model_dir (laid out as shala.tiny_omni's) and 8
+    """Tokenizer files in model_dir (laid out as shala.model.tiny_omni's) and 8
     train items whose rendered prompt has at least ``target`` tokens."""
     from transformers import WhisperFeatureExtractor
 

@@ -16,7 +16,7 @@
 # (d) bench/gpu_check_step.py -> gpu_check_d.{log,json}: the full-size 7B
 #     thinker (random weights), 2 GRPO steps of the paper's per-device
 #     setting under ZeRO-3 on one GPU through the same launch: seconds per
-#     step, peak memory, shala.memory's estimate, save time (--cpu-smoke:
+#     step, peak memory, shala.launch.gpu_memory's estimate, save time (--cpu-smoke:
 #     toy size, ZeRO-3 on a CPU rank);
 # (bc) bench/gpu_check.py -> gpu_check_bc.{log,json}: the full-size thinker
 #     without DeepSpeed: generation tokens/s, forward + backward and its peak

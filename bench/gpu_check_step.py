@@ -1,5 +1,5 @@
 """Part (d) of the GPU check: one full GRPO step of the paper's full-size
-thinker (Qwen2.5-Omni-7B's, from src/shala/data/qwen2_5_omni_7b_config.json,
+thinker (Qwen2.5-Omni-7B's, from src/shala/resources/qwen2_5_omni_7b_config.json,
 random weights) under DeepSpeed ZeRO-3 on one GPU, launched as a user's job
 is: ``accelerate launch --config_file config/accelerate_zero3.yaml
 --num_processes 1 --main_process_port <shala free-port> -m shala train ...``.
@@ -11,7 +11,7 @@ gradient accumulation 2, 128 tokens at temperature 1.2, bf16, gradient
 checkpointing, towers frozen, the AdamW step) and writes, side by side, into
 OUTDIR/gpu_check_d.json: seconds per step (run.json), peak GPU memory three
 ways (run.json ``peak_gpu_memory_gib``; torch's max reserved, from a
-sitecustomize hook in the trainer; nvidia-smi), shala.memory's estimate for
+sitecustomize hook in the trainer; nvidia-smi), shala.launch.gpu_memory's estimate for
 the same setting, and the time saving takes.
 
 The checkpoint is built on the GPU in a child process (its memory is gone
@@ -213,18 +213,18 @@ def run_logged(cmd: list[str], log_path: Path, env: dict, timeout: float) -> int
 
 
 def estimate(config_path: Path, prompt_tokens: int, mem_gib: float) -> dict:
-    """shala.memory's per-GPU estimate for the setting that ran, Setup(gpus=1,
+    """shala.launch.gpu_memory's per-GPU estimate for the setting that ran, Setup(gpus=1,
     deepspeed=True, ZeRO-3): the function preflight prints and training's fit
     decides with, called directly because `shala preflight --gpus 1`
     estimates plain training (a 1-GPU workflow job runs without DeepSpeed)."""
     import yaml
 
-    from shala.memory import estimate_memory, fits_in, setup_for
-    from shala.model_shape import count_parameters, model_config_dict
+    from shala.launch.gpu_memory import estimate_memory, fits_in, setup_for
+    from shala.launch.model_shape import count_parameters, model_config_dict
 
     cfg = yaml.safe_load(config_path.read_text())
     shape = count_parameters(*model_config_dict(cfg)[:1], name="thinker")
-    out: dict = {"source": "shala.memory.estimate_memory(Setup(gpus=1, deepspeed=True, zero_stage=3, ...))"}
+    out: dict = {"source": "shala.launch.gpu_memory.estimate_memory(Setup(gpus=1, deepspeed=True, zero_stage=3, ...))"}
     for key, tokens in (("as_run", prompt_tokens), ("preflight_default_prompt", None)):
         setup = setup_for(cfg["training"]["grpo"], gpus=1, deepspeed=True, zero_stage=3, freeze_towers=True,
                           **({"prompt_tokens": tokens} if tokens else {}))
@@ -234,11 +234,11 @@ def estimate(config_path: Path, prompt_tokens: int, mem_gib: float) -> dict:
                     "lines": {line.label: round(line.bytes / GIB, 2) for line in est.lines}}
         if key == "as_run":
             try:
-                from shala.fit import choose
+                from shala.launch.fit import choose
                 c = choose(shape, setup, mem_gib)
                 out["fit_would_apply"] = c.fallback.name if c.fallback else "none" if c.fits else "nothing fits"
                 out["fit_estimate_gib"] = round(c.estimate.total_gib, 2)
-            except Exception as exc:  # noqa: BLE001 - shala.fit is new; the estimate stands without it
+            except Exception as exc:  # noqa: BLE001 - shala.launch.fit is new; the estimate stands without it
                 out["fit_would_apply"] = f"unknown ({type(exc).__name__}: {exc})"
     return out
 
@@ -308,10 +308,10 @@ def side_by_side(res: dict) -> list[str]:
             f"  peak allocated, torch (run.json)                {gib(m.get('peak_allocated_gib_run_json'))}",
             f"  peak reserved, torch (trainer process)          {gib(m.get('peak_reserved_gib_torch'))}",
             f"  peak used, device (nvidia-smi)                  {gib(m.get('device_peak_used_gib_nvidia_smi'))}",
-            f"  estimate, shala.memory, as configured           {gib(run.get('total_gib'))}  (fits with 10 % "
-            f"headroom: {run.get('fits_with_headroom')})",
-            f"  shala.fit's fallback for this GPU: {e.get('fit_would_apply')}, {gib(e.get('fit_estimate_gib'))}; "
-            f"training applied (--fit {res.get('fit_mode')}): {applied}",
+            f"  estimate, shala.launch.gpu_memory (configured)  {gib(run.get('total_gib'))}  "
+            f"(fits with 10 % headroom: {run.get('fits_with_headroom')})",
+            f"  shala.launch.fit's fallback for this GPU: {e.get('fit_would_apply')}, "
+            f"{gib(e.get('fit_estimate_gib'))}; training applied (--fit {res.get('fit_mode')}): {applied}",
             f"  the same at preflight's 512 prompt tokens       "
             f"{gib((e.get('preflight_default_prompt') or {}).get('total_gib'))}",
             f"  saving after the last step {t.get('saving_s')} s: checkpoint (weights only) {t.get('checkpoint_s')} s, "
@@ -396,7 +396,7 @@ def main() -> int:
         mem = nvidia_smi("memory.total") if gpu else None
         config = prepare(res, work, gpu, a, log_path, env, deadline)
         res["gpu_mem_gib"] = res["checkpoint"]["gpu_mem_gib"] or (round(mem / 1024, 1) if mem else None)  # torch's
-        try:  # shala.memory is changing: a failure there does not stop the measurement
+        try:  # shala.launch.gpu_memory is changing: a failure there does not stop the measurement
             res["estimate"] = estimate(config, res["inputs"]["prompt_tokens"][1], res["gpu_mem_gib"] or 139.8)
         except Exception as exc:  # noqa: BLE001
             res["estimate"] = {"error": f"{type(exc).__name__}: {exc}"}

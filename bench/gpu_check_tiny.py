@@ -50,7 +50,7 @@ def write_tone(path: Path, seconds: float, freq: float, rate: int = 22050) -> Pa
 
 
 def write_data(root: Path) -> dict[str, Path]:
-    from shala.items import make_item
+    from shala.data.items import make_item
     from shala.jsonio import write_jsonl
 
     nli = [make_item(id=f"n{k}", dataset="chaosnli", subset="snli",
@@ -109,7 +109,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     gpu = not args.cpu_smoke
 
-    from shala.tiny_omni import build_tiny_omni
+    from shala.model.tiny_omni import build_tiny_omni
 
     model = build_tiny_omni(work / "omni", full=False)[0]
     data = write_data(work)

@@ -35,12 +35,12 @@ def main() -> None:
     import torch
 
     from shala.config import load_config
-    from shala.evaluate import run_evaluate
-    from shala.models import fetch_model
-    from shala.predict import run_predict
-    from shala.prepare import prepare
-    from shala.sft import run_sft
-    from shala.train import run_train
+    from shala.data.prepare import prepare
+    from shala.evaluation.evaluate import run_evaluate
+    from shala.evaluation.predict import run_predict
+    from shala.model.loading import fetch_model
+    from shala.train.grpo import run_train
+    from shala.train.sft import run_sft
 
     torch.set_num_threads(a.threads)
     cfg = load_config([ROOT / "config.yaml", ROOT / "config" / "demo.yaml"])

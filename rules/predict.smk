@@ -47,5 +47,5 @@ rule reference_predictor:
     conda:
         "../envs/light.yaml"
     shell:
-        "shala baseline {wildcards.predictor} --data {params.data} --split {wildcards.split}"
+        "shala reference {wildcards.predictor} --data {params.data} --split {wildcards.split}"
         " --out {output} --source {params.source} {params.limit} > {log} 2>&1"

@@ -4,7 +4,7 @@ The config sets GRPOConfig / SFTConfig fields (training.grpo,
 training.warmup_sft) and leaves the rest to TRL, whose defaults move
 between versions (loss_type went to dapo, optim to adamw_torch_fused). The
 tables show, for every field one of the shipped setups sets or shala's code
-adds (shala.train.EXTRA_DEFAULTS, shala.sft.SFT_DEFAULTS), TRL's dataclass
+adds (shala.train.grpo.EXTRA_DEFAULTS, shala.train.sft.SFT_DEFAULTS), TRL's dataclass
 default next to the value each setup trains with, so a reader sees what is
 inherited. They sit between the marker comments in config/README.md.
 
@@ -80,16 +80,16 @@ def trl_defaults_table() -> str:
     """The generated block, markers included."""
     from trl import GRPOConfig, SFTConfig
 
-    from shala.sft import NON_SFT_KEYS, SFT_DEFAULTS
-    from shala.train import EXTRA_DEFAULTS
+    from shala.train.grpo import EXTRA_DEFAULTS
+    from shala.train.sft import NON_SFT_KEYS, SFT_DEFAULTS
 
     lines = [BEGIN, "",
              f"`training.grpo` (every grpo method; `methods.<name>.overrides` and `datasets.<name>.grpo` "
              f"change fields on top). {INHERITED}: the setup leaves the field to TRL; (shala): set by "
-             "shala.train.EXTRA_DEFAULTS, under the config's value.", "",
+             "shala.train.grpo.EXTRA_DEFAULTS, under the config's value.", "",
              *_table(GRPOConfig, "grpo", EXTRA_DEFAULTS, "shala"), "",
              "`training.warmup_sft` (the warm-up and sft methods, before `match_grpo` and overrides); "
-             "(shala): set by shala.sft.SFT_DEFAULTS (bf16: on when CUDA is visible).", "",
+             "(shala): set by shala.train.sft.SFT_DEFAULTS (bf16: on when CUDA is visible).", "",
              *_table(SFTConfig, "warmup_sft", SFT_DEFAULTS, "shala", skip=NON_SFT_KEYS), "",
              END]
     return "\n".join(lines)

@@ -68,7 +68,7 @@ def tiny_model_dir(tmp_path_factory):
 
     Built once per session; tests must treat the directory as read-only.
     """
-    from shala.tiny import build_tiny_model
+    from shala.model.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
@@ -83,7 +83,7 @@ def smollm2_dir():
     """
     from pathlib import Path
 
-    from shala.models import base_model_name, fetch_model
+    from shala.model.loading import base_model_name, fetch_model
 
     cache = Path(os.environ.get("SHALA_MODEL_CACHE")
                  or Path(__file__).resolve().parents[1] / ".cache" / "models")
@@ -111,7 +111,7 @@ def omni_shape():
     """The paper model's parameter counts, from its shipped config.json."""
     import json
 
-    from shala.model_shape import count_parameters, shipped_config_path
+    from shala.launch.model_shape import count_parameters, shipped_config_path
 
     path = shipped_config_path("Qwen/Qwen2.5-Omni-7B")
     return count_parameters(json.loads(path.read_text()), name="omni", source=str(path))

@@ -1,4 +1,4 @@
-"""The known-answer control (shala.adapters.control): deterministic, its text
+"""The known-answer control (shala.data.adapters.control): deterministic, its text
 states its counts, it spans low to high ambiguity, a constant answer cannot
 match it, and it goes through fetch-data + prepare with no files."""
 
@@ -13,10 +13,10 @@ import pytest
 import yaml
 from scipy.spatial.distance import jensenshannon
 
-from shala.adapters import ADAPTERS, control
 from shala.config import load_config
+from shala.data.adapters import ADAPTERS, control
+from shala.data.items import ENTROPY_LEVELS, normalised_entropy
 from shala.errors import ConfigError
-from shala.items import ENTROPY_LEVELS, normalised_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
 SHALA = Path(sys.executable).parent / "shala"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, needs_shared_data
-from shala.adapters import generic
+from shala.data.adapters import generic
 from shala.errors import ConfigError, InputError
 
 DATA = SHARED_DATA
@@ -123,7 +123,7 @@ def test_lewidi_2025_dict_annotations_with_multi_labels():
 
 @needs_data
 def test_prepare_keeps_lewidi_splits(tmp_path):
-    from shala.prepare import prepare
+    from shala.data.prepare import prepare
 
     config = {"datasets": {"hs_brexit": {"adapter": "generic", "options": HS_BREXIT,
                                          "split": {"train": 0.7, "validation": 0.15}}}}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shala.adapters import goemotions
+from shala.data.adapters import goemotions
 from shala.errors import ConfigError, InputError
 
 HEADER = ("text,id,author,subreddit,link_id,parent_id,created_utc,rater_id,example_very_unclear,"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED_DATA, needs_shared_data
-from shala.adapters import msp_podcast
+from shala.data.adapters import msp_podcast
 from shala.errors import ConfigError, InputError
 
 WHISER = SHARED_DATA / "whiser" / "Labels"

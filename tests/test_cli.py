@@ -23,7 +23,7 @@ def _row(i, completion):
 
 def test_help_lists_every_step():
     r = _cli("--help")
-    for cmd in ("prepare", "fetch-data", "baseline", "evaluate", "fetch-model", "predict", "train", "sft", "report"):
+    for cmd in ("prepare", "fetch-data", "reference", "evaluate", "fetch-model", "predict", "train", "sft", "report"):
         assert cmd in r.stdout
 
 

@@ -7,8 +7,8 @@ import torch
 from transformers import AutoTokenizer
 
 from shala.config import fill_defaults
-from shala.constrained import JSONSkeleton, constraint_settings, skeleton_processor
 from shala.errors import ConfigError
+from shala.model.constrained import JSONSkeleton, constraint_settings, skeleton_processor
 from shala.parsing import parse_distribution
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -86,7 +86,7 @@ def _answer_ids(tok, sk, numbers):
 
 
 def test_forced_positions_are_the_skeleton_tokens_without_choice(tok):
-    from shala.constrained import forced_positions
+    from shala.model.constrained import forced_positions
 
     sk = JSONSkeleton(tok, LABELS, max_digits=3)
     literals = [p for p in sk.pieces if p is not None]
@@ -105,7 +105,7 @@ def test_forced_positions_are_the_skeleton_tokens_without_choice(tok):
 def test_mask_forced_tokens_sets_tool_mask_and_recounts(tok):
     from types import SimpleNamespace
 
-    from shala.constrained import forced_positions, mask_forced_tokens
+    from shala.model.constrained import forced_positions, mask_forced_tokens
 
     sk = JSONSkeleton(tok, LABELS, max_digits=3)
     rows = [_answer_ids(tok, sk, [50, 30, 20]), _answer_ids(tok, sk, [7, 3, 90])]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from shala.config import dataset_methods, load_config, validate
-from shala.disk import training_runs
 from shala.errors import ConfigError
-from shala.train import grpo_settings
+from shala.launch.disk import training_runs
+from shala.train.grpo import grpo_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

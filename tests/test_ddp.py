@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shala.items import make_item
+from shala.data.items import make_item
 from shala.jsonio import write_jsonl
-from shala.tiny_omni import build_tiny_omni
+from shala.model.tiny_omni import build_tiny_omni
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"

@@ -1,4 +1,4 @@
-"""Disk preflight (shala.disk): the runs' need against free space under `results`."""
+"""Disk preflight (shala.launch.disk): the runs' need against free space under `results`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import yaml
 
 from shala.cli import main
 from shala.config import load_config
-from shala.disk import check_disk, existing_parent, run_checkpoints, training_runs
-from shala.memory import GIB
-from shala.model_shape import count_parameters, shipped_config_path
+from shala.launch.disk import check_disk, existing_parent, run_checkpoints, training_runs
+from shala.launch.gpu_memory import GIB
+from shala.launch.model_shape import count_parameters, shipped_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def paper(tmp_path, monkeypatch):
 
 
 def sizes(shape):
-    """By hand (shala.disk doc): a ZeRO-3 checkpoint is fp32 master + Adam
+    """By hand (shala.launch.disk doc): a ZeRO-3 checkpoint is fp32 master + Adam
     m, v of the trainable text model (12 B x T) + the bf16 16-bit gather of
     the whole thinker (2 B x P); the final weights 2 B x P."""
     P, T = shape.total, shape.groups["text"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shala import download
 from shala.config import load_config
+from shala.data import download
 from shala.errors import ConfigError, InputError, ShalaError
 
 ROOT = Path(__file__).resolve().parents[1]

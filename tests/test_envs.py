@@ -65,7 +65,7 @@ def test_light_commands_run_without_model_libraries(tmp_path):
     steps = [
         ("fetch-data", "chaosnli", "--out", str(tmp_path / "raw"), *cfgs),
         ("prepare", "chaosnli", "--source", str(tmp_path / "raw"), "--out", str(tmp_path / "data"), *cfgs),
-        ("baseline", "prior", "--data", str(tmp_path / "data"), "--split", "test", "--out",
+        ("reference", "prior", "--data", str(tmp_path / "data"), "--split", "test", "--out",
          str(tmp_path / "pred" / "chaosnli" / "ref_prior" / "seed0" / "test.jsonl"), "--source", str(tmp_path / "raw")),
         ("evaluate", "--predictions", str(tmp_path / "pred" / "chaosnli" / "ref_prior" / "seed0" / "test.jsonl"),
          "--out", str(tmp_path / "metrics" / "chaosnli" / "ref_prior" / "seed0" / "test.json")),

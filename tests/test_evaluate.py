@@ -1,4 +1,4 @@
-"""shala.evaluate against independent scipy/sklearn computations."""
+"""shala.evaluation.evaluate against independent scipy/sklearn computations."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score, f1_score
 
+from shala.data.items import make_item
 from shala.errors import ConfigError, InputError
-from shala.evaluate import POLICIES, evaluate_rows, run_evaluate
-from shala.items import make_item
-from shala.metrics import REGISTRY
+from shala.evaluation.evaluate import POLICIES, evaluate_rows, run_evaluate
+from shala.evaluation.metrics import REGISTRY
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -283,7 +283,7 @@ def test_minimal_rows_from_outside_the_pipeline(tmp_path):
 
     from scipy.spatial.distance import jensenshannon
 
-    from shala.evaluate import run_evaluate
+    from shala.evaluation.evaluate import run_evaluate
 
     rows = [{"labels": ["x", "y", "z"], "dist": [0.333, 0.333, 0.333], "completion": '{"x": 1}'},
             {"labels": ["x", "y", "z"], "dist": [0.5, 0.5, 0.0], "completion": '{"y": 0.5, "z": 0.5}'}]
@@ -301,7 +301,7 @@ def test_dist_far_from_one_is_an_error(tmp_path):
     import json as _json
 
     from shala.errors import InputError
-    from shala.evaluate import run_evaluate
+    from shala.evaluation.evaluate import run_evaluate
 
     f = tmp_path / "p.jsonl"
     f.write_text(_json.dumps({"labels": ["x", "y"], "dist": [0.5, 0.4], "completion": "{}"}) + "\n")

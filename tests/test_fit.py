@@ -1,4 +1,4 @@
-"""Fit to the hardware (shala.fit): preflight's verdict and fallback on the
+"""Fit to the hardware (shala.launch.fit): preflight's verdict and fallback on the
 GPUs users have, and what training applies (settings, DeepSpeed json, the
 environment accelerate reads)."""
 
@@ -13,9 +13,9 @@ import yaml
 
 from shala.cli import main
 from shala.errors import ConfigError
-from shala.fit import DS_CONFIG_NAME, DS_ENV, FALLBACKS, fit_to_hardware
-from shala.launch_check import accelerate_launch_env
-from shala.memory import GIB
+from shala.launch.fit import DS_CONFIG_NAME, DS_ENV, FALLBACKS, fit_to_hardware
+from shala.launch.gpu_memory import GIB
+from shala.launch.launch_check import accelerate_launch_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC = "config/accelerate_zero3.yaml"
@@ -23,7 +23,7 @@ ACC = "config/accelerate_zero3.yaml"
 
 def by_hand(shape, n, gather=True, opt=False, param=False):
     """The paper's GRPO setup per GPU in GiB, written out from the memory
-    model's formulas (shala.memory doc), not from its code: ZeRO-3 on n
+    model's formulas (shala.launch.gpu_memory doc), not from its code: ZeRO-3 on n
     GPUs, towers frozen, 4 completions x (512 + 128) tokens, 2 micro-batches
     per generation, activation checkpointing, 3 GiB overhead."""
     P, T = shape.total, shape.groups["text"]
@@ -38,7 +38,7 @@ def by_hand(shape, n, gather=True, opt=False, param=False):
     return (weights + optimizer + gradients + gathered + activations + kv_cache) / GIB + 3
 
 
-# The documented order (shala.fit module doc), as by_hand's switches.
+# The documented order (shala.launch.fit module doc), as by_hand's switches.
 ORDER = [("no_gather", {"gather": False}), ("offload_optimizer", {"opt": True}),
          ("offload_optimizer+no_gather", {"opt": True, "gather": False}),
          ("offload_param", {"opt": True, "param": True}),
@@ -124,13 +124,13 @@ def launched(in_repo, monkeypatch):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("WORLD_SIZE", str(gpus))
-        monkeypatch.setattr("shala.fit.detect_cuda", lambda: (gpus, mem, "test GPU"))
+        monkeypatch.setattr("shala.launch.fit.detect_cuda", lambda: (gpus, mem, "test GPU"))
         return env
     return launch
 
 
 def test_no_cuda_changes_nothing(paper_config, tmp_path, monkeypatch):
-    monkeypatch.setattr("shala.fit.detect_cuda", lambda: None)
+    monkeypatch.setattr("shala.launch.fit.detect_cuda", lambda: None)
     settings = grpo_settings_of(paper_config)
     assert fit_to_hardware(paper_config, settings, tmp_path) == (settings, [], None)
     assert not (tmp_path / DS_CONFIG_NAME).exists()
@@ -192,7 +192,7 @@ def test_parameter_offload_on_2x15(paper_config, launched, tmp_path):
 def test_sft_skips_the_gather_fallbacks(paper_config, launched, tmp_path, omni_shape):
     """SFT settings (no num_generations) do not generate: no gather, no KV
     cache; at 2 x 48 the optimizer offload is its first fallback."""
-    from shala.sft import sft_settings
+    from shala.train.sft import sft_settings
     launched(2, 47.4)
     settings = sft_settings(paper_config, "sft_soft")
     assert "num_generations" not in settings
@@ -218,6 +218,6 @@ def test_strict_raises_and_nothing_fitting_raises(paper_config, launched, tmp_pa
 def test_without_a_launcher_nothing_applies(in_repo, paper_config, tmp_path, monkeypatch):
     """Plain `shala train` on one GPU (no DeepSpeed): 151.6 GiB, no fallback applies."""
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
-    monkeypatch.setattr("shala.fit.detect_cuda", lambda: (1, 79.2, "test GPU"))
+    monkeypatch.setattr("shala.launch.fit.detect_cuda", lambda: (1, 79.2, "test GPU"))
     with pytest.raises(ConfigError, match="does not fit 1 x test GPU"):
         fit_to_hardware(paper_config, grpo_settings_of(paper_config), tmp_path)

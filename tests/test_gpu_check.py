@@ -3,7 +3,7 @@ GPU machine runs once keeps working: part (a) (tiny Omni thinker, text and
 audio: 2 GRPO steps, save, reload, predict; one process, no DeepSpeed),
 part (d) (the full-size step's code path: a thinker from the shipped config
 at toy size, 2 GRPO steps through `accelerate launch --num_processes 1`
-with the ZeRO-3 config on a CPU rank, measured against shala.memory's
+with the ZeRO-3 config on a CPU rank, measured against shala.launch.gpu_memory's
 estimate), and parts (b)/(c) (generation, forward + backward, prediction)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The hub model, fetched once (shala.hub): a tiny Omni checkpoint laid out
+"""The hub model, fetched once (shala.model.hub): a tiny Omni checkpoint laid out
 like the hub repo stands in for the hub (``model_mirror``), re-sharded so
 that its weight map tells the thinker's shards from a talker-only one."""
 
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from shala.errors import ShalaError
-from shala.hub import INDEX, MANIFEST, select_files
-from shala.models import base_model_name, fetch_model, load_model_and_tokenizer, resolve_model_ref
+from shala.model.hub import INDEX, MANIFEST, select_files
+from shala.model.loading import base_model_name, fetch_model, load_model_and_tokenizer, resolve_model_ref
 
 REPO = "Qwen/Tiny-Omni"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -34,7 +34,7 @@ def make_omni_repo(folder: Path, n_shards: int = 3) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from shala.tiny_omni import build_tiny_omni
+    from shala.model.tiny_omni import build_tiny_omni
 
     _, state = build_tiny_omni(folder, full=True)
     weights = load_file(folder / "model.safetensors")

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from shala.data.items import (ambiguity_by_active, ambiguity_by_entropy, assign_splits, compute_stats,
+                              make_item, normalised_entropy, split_sizes)
 from shala.errors import InputError
-from shala.items import (ambiguity_by_active, ambiguity_by_entropy, assign_splits, compute_stats,
-                         make_item, normalised_entropy, split_sizes)
 
 LABELS = ["a", "b", "c"]
 

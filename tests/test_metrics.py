@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from shala import metrics as M
-from shala.evaluate import evaluate_rows
+from shala.evaluation import metrics as M
+from shala.evaluation.evaluate import evaluate_rows
 
 
 def dirichlet(seed: int, n: int, c: int, alpha: float = 1.0) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_vectorised_rows_match_single_calls():
 # ----- properties of every registered metric ---------------------------------------
 #
 # Parametrised over the registry at collection, so an entry added to
-# shala.metrics.REGISTRY is checked against what it declares with no edit here.
+# shala.evaluation.metrics.REGISTRY is checked against what it declares with no edit here.
 
 def check_bounds(m: M.Metric, P, Q):
     v = np.asarray(m.fn(P, Q))
@@ -323,8 +323,8 @@ def test_confusion_layout():
 
 
 def test_p_majority_is_the_mls_reward_on_fixed_values():
-    from shala.metrics import p_majority
-    from shala.rewards import mls_reward
+    from shala.evaluation.metrics import p_majority
+    from shala.train.rewards import mls_reward
 
     p = np.array([[0.7, 0.2, 0.1], [0.2, 0.4, 0.4], [0.1, 0.1, 0.8]])
     q = np.array([[0.5, 0.25, 0.25], [0.0, 0.3, 0.7], [1.0, 0.0, 0.0]])

@@ -9,10 +9,10 @@ import pytest
 
 from shala.config import fill_defaults
 from shala.errors import ConfigError, ShalaError
-from shala.models import (base_model_name, check_local_model, fetch_model, load_model_and_tokenizer,
-                          resolve_model_ref)
-from shala.tiny import build_tiny_model
-from shala.tiny_omni import build_tiny_omni
+from shala.model.loading import (base_model_name, check_local_model, fetch_model, load_model_and_tokenizer,
+                                 resolve_model_ref)
+from shala.model.tiny_models import build_tiny_model
+from shala.model.tiny_omni import build_tiny_omni
 
 MSGS = [{"role": "user", "content": 'Premise: a\nHypothesis: b\n{"entailment": 0.5}'}]
 
@@ -57,7 +57,7 @@ def test_resolve_model_ref(tmp_path):
     assert ref == str(tmp_path / "models" / "base" / Path(gguf_file).stem)
     assert base_model_name({"gguf_file": "a b.gguf"}) == "a_b"
     assert resolve_model_ref({"model": {"source": "local", "path": "/m"}}, tmp_path) == "/m"
-    # a hub model is fetched once into results/models/base (shala.hub); GPU jobs read that folder
+    # a hub model is fetched once into results/models/base (shala.model.hub); GPU jobs read that folder
     hub = {"source": "hub", "id": "org/m", "component": "thinker"}
     assert resolve_model_ref({"model": hub}, tmp_path) == str(tmp_path / "models" / "base" / "org--m-thinker")
     assert base_model_name(hub | {"component": None}) == "org--m"
@@ -112,7 +112,7 @@ def test_missing_local_model_is_not_a_hub_lookup(tmp_path):
 
 # ------------------------------------------------------------ Qwen2.5-Omni
 
-# build_tiny_omni lives in tests/tiny_omni.py (shared with test_omni_audio.py)
+# build_tiny_omni lives in shala.model.tiny_omni (shared with test_omni_audio.py)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_load_full_omni_checkpoint_gives_its_thinker(omni_full):
 def test_omni_training_load_freezes_towers(omni_thinker_dir):
     """For training the audio and vision towers are frozen (no optimizer
     state), matching what `shala preflight` counts as trainable."""
-    from shala.preflight import count_parameters
+    from shala.launch.model_shape import count_parameters
 
     model, _ = load_model_and_tokenizer(omni_thinker_dir, for_training=True)
     assert model.training
@@ -205,7 +205,7 @@ def test_omni_thinker_trains_through_trl_fused_head(omni_thinker_dir):
 
 
 def test_omni_processor_chat_template_formats(tmp_path):
-    from shala.models import processor_chat_template
+    from shala.model.loading import processor_chat_template
 
     (tmp_path / "chat_template.json").write_text(json.dumps(
         {"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}))

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from shala.audio import AudioFeatures, audio_in_play, audio_seconds, load_audio
 from shala.config import fill_defaults, load_config
+from shala.data.items import make_item
 from shala.errors import ConfigError, InputError
-from shala.items import make_item
 from shala.jsonio import read_json, read_jsonl, write_jsonl
+from shala.model.audio import AudioFeatures, audio_in_play, audio_seconds, load_audio
+from shala.model.tiny_omni import MEL_BINS, build_tiny_omni
 from shala.prompts import render_prompt_string
-from shala.tiny_omni import MEL_BINS, build_tiny_omni
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -128,12 +128,12 @@ def _text_only(cfg):
 def spread_reward(monkeypatch):
     """A reward that varies with the completion text, so groups have spread
     and the GRPO loss has a gradient (the random model never parses)."""
-    import shala.rewards
+    import shala.train.rewards
 
     def reward(prompts=None, completions=(), **kw):
         return [float(sum(map(ord, c)) % 7) for c in completions]
 
-    monkeypatch.setattr(shala.rewards, "get_reward", lambda name: reward)
+    monkeypatch.setattr(shala.train.rewards, "get_reward", lambda name: reward)
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_omni_audio_bad_file_names_its_path(tmp_path):
 # ------------------------------------------------- features and prompt tokens
 
 def test_omni_audio_prompt_and_features_match_the_tower(omni_dir, wavs):
-    from shala.models import load_model_and_tokenizer
+    from shala.model.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(omni_dir)
     item = {"id": "a", "labels": LABELS, "inputs": {"text": "hello there", "audio": str(wavs[0])}}
@@ -243,7 +243,7 @@ def test_omni_audio_prompt_and_features_match_the_tower(omni_dir, wavs):
 
 
 def test_omni_audio_in_play_rules(omni_dir, tiny_model_dir, msp_dir):
-    from shala.models import load_model_and_tokenizer
+    from shala.model.loading import load_model_and_tokenizer
 
     items = read_jsonl(msp_dir / "train.jsonl")
     omni, _ = load_model_and_tokenizer(omni_dir)
@@ -261,7 +261,7 @@ def test_omni_audio_in_play_rules(omni_dir, tiny_model_dir, msp_dir):
 # ------------------------------------------------------------------- GRPO
 
 def test_omni_text_only_grpo_step(cfg, msp_dir, omni_dir, tmp_path, tower_calls, spread_reward):
-    from shala.train import run_train
+    from shala.train.grpo import run_train
 
     out = tmp_path / "text"
     rec = run_train(_text_only(cfg), "msp_podcast", "shala", 0, msp_dir, str(omni_dir), out, max_steps=1)
@@ -275,7 +275,7 @@ def test_omni_text_only_grpo_step(cfg, msp_dir, omni_dir, tmp_path, tower_calls,
 
 def test_omni_audio_grpo_step_feeds_features(cfg, msp_dir, omni_dir, wavs, tmp_path, tower_calls,
                                              spread_reward):
-    from shala.train import run_train
+    from shala.train.grpo import run_train
 
     out = tmp_path / "audio"
     rec = run_train(cfg, "msp_podcast", "shala", 0, msp_dir, str(omni_dir), out, max_steps=1)
@@ -294,9 +294,9 @@ def test_omni_audio_grpo_step_feeds_features(cfg, msp_dir, omni_dir, wavs, tmp_p
 def test_omni_audio_trainer_uses_audio_in_the_loss(cfg, msp_dir, omni_dir, tmp_path):
     """The policy log-probs of the same completions change when the audio
     features are swapped for another clip's: audio reaches the loss."""
-    from shala.audio_grpo import AudioGRPOTrainer
-    from shala.harness import load_for_training
-    from shala.train import grpo_settings, load_train_dataset, make_grpo_config
+    from shala.train.audio_grpo import AudioGRPOTrainer
+    from shala.train.grpo import grpo_settings, load_train_dataset, make_grpo_config
+    from shala.train.model_setup import load_for_training
 
     settings = {**grpo_settings(cfg, "shala", 1), "bf16": False}
     args = make_grpo_config(settings, tmp_path, 0)
@@ -330,7 +330,7 @@ def test_omni_audio_trainer_uses_audio_in_the_loss(cfg, msp_dir, omni_dir, tmp_p
 # --------------------------------------------------------------- prediction
 
 def test_omni_audio_predict_writes_predictions(cfg, msp_dir, omni_dir, tmp_path, tower_calls):
-    from shala.predict import run_predict
+    from shala.evaluation.predict import run_predict
 
     out = tmp_path / "pred.jsonl"
     rec = run_predict(cfg, "msp_podcast", msp_dir, str(omni_dir), "test", out, progress=False)
@@ -359,8 +359,8 @@ def test_omni_audio_predict_writes_predictions(cfg, msp_dir, omni_dir, tmp_path,
 def test_omni_sft_warmup_then_audio_grpo(cfg, msp_dir, tmp_path, tower_calls, spread_reward):
     """Warm-up from the hub layout (full Omni checkpoint): the output is a
     thinker with the feature extractor kept, and GRPO with audio runs from it."""
-    from shala.sft import run_sft
-    from shala.train import run_train
+    from shala.train.grpo import run_train
+    from shala.train.sft import run_sft
 
     full, _ = build_tiny_omni(tmp_path / "full", full=True)
     warm = tmp_path / "warm"

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from shala.config import fill_defaults
-from shala.items import make_item, subsample
+from shala.data.items import make_item, subsample
+from shala.evaluation.predict import RUN_RECORD_KEYS, generate, run_predict
 from shala.jsonio import read_jsonl, write_jsonl
-from shala.models import load_model_and_tokenizer
-from shala.predict import RUN_RECORD_KEYS, generate, run_predict
+from shala.model.loading import load_model_and_tokenizer
 from shala.prompts import render_prompt_string
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -103,14 +103,14 @@ def test_run_predict_limit_and_overrides(tmp_path, data_dir, tiny_model_dir):
     rec = run_predict(CONFIG, "toy", data_dir, str(tiny_model_dir), "test", out,
                       limit=2, max_new_tokens=3, batch_size=8, progress=False)
     assert rec["n_items"] == 2 and rec["max_new_tokens"] == 3 and rec["batch_size"] == 8
-    # the same seeded subset as `shala baseline --limit`
+    # the same seeded subset as `shala reference --limit`
     expected = [it["id"] for it in subsample(read_jsonl(data_dir / "test.jsonl"), 2)]
     assert [r["id"] for r in read_jsonl(out)] == expected
 
 
 def test_parsed_distribution_is_stored(tmp_path, data_dir, tiny_model_dir, monkeypatch):
     """pred_dist is the parser's renormalised output of the raw completion."""
-    import shala.predict as predict
+    import shala.evaluation.predict as predict
 
     fake = ['{"entailment": 2, "neutral": 1, "contradiction": 1}', "no json"]
     monkeypatch.setattr(predict, "generate", lambda *a, **k: fake)
@@ -126,7 +126,7 @@ def test_parsed_distribution_is_stored(tmp_path, data_dir, tiny_model_dir, monke
 def test_response_prefix_is_prepended_before_parsing(tmp_path, data_dir, tiny_model_dir, monkeypatch):
     """With a response prefix the model continues the answer; the stored
     completion is prefix + generated text, and that is what is parsed."""
-    import shala.predict as predict
+    import shala.evaluation.predict as predict
 
     seen = {}
 

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from shala.cli import main
-from shala.preflight import (EXIT_DOES_NOT_FIT, EXIT_OK, EXIT_PROBLEMS, GIB, ModelShape, Setup,
-                             check_launch_config, count_parameters, estimate_memory,
-                             smallest_gpus, suggestions)
+from shala.launch.gpu_memory import GIB, Setup, estimate_memory, smallest_gpus, suggestions
+from shala.launch.launch_check import check_launch_config
+from shala.launch.model_shape import ModelShape, count_parameters
+from shala.launch.preflight import EXIT_DOES_NOT_FIT, EXIT_OK, EXIT_PROBLEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC = "config/accelerate_zero3.yaml"
@@ -209,7 +210,7 @@ def test_cli_nothing_fits_on_8gb_exits_3(in_repo, capsys):
 
 
 def test_cli_unknown_memory_exits_0_with_a_note(in_repo, capsys, monkeypatch):
-    monkeypatch.setattr("shala.preflight.detect_gpus", lambda: (0, None, None))
+    monkeypatch.setattr("shala.launch.preflight.detect_gpus", lambda: (0, None, None))
     rc, out = _preflight(capsys)
     assert rc == EXIT_OK and "verdict: UNKNOWN" in out and "2 GPU(s) (training.gpus)" in out
 

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import entropy
 
 from conftest import SHARED_DATA, needs_shared_data
-from shala.prepare import OUTPUT_FILES, prepare
+from shala.data.prepare import OUTPUT_FILES, prepare
 
 SRC = SHARED_DATA / "chaosnli"
 pytestmark = needs_shared_data("chaosnli")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from shala.config import fill_defaults, load_config
+from shala.data.items import make_item
 from shala.errors import ConfigError
-from shala.items import make_item
 from shala.prompts import render_prompt_text, response_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def _bos_tokenizer():
     every encode, and its chat template writes the BOS too."""
     from tokenizers.processors import TemplateProcessing
 
-    from shala.tiny import CHATML_TEMPLATE, build_tokenizer
+    from shala.model.tiny_models import CHATML_TEMPLATE, build_tokenizer
 
     tok = build_tokenizer()
     tok.add_special_tokens({"bos_token": "<|begin_of_text|>"})

@@ -1,4 +1,4 @@
-"""shala.report on fake metrics files built with shala.evaluate, and fake training runs."""
+"""shala.report on fake metrics files built with shala.evaluation.evaluate, and fake training runs."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 import yaml
 from scipy import stats
 
+from shala.data.items import make_item
 from shala.errors import ConfigError, InputError
-from shala.evaluate import run_evaluate
-from shala.items import make_item
+from shala.evaluation.evaluate import run_evaluate
+from shala.evaluation.significance import bootstrap_ci
 from shala.report import OUTPUTS, run_report
 from shala.report.load import load_literature, load_paper, package_data
 from shala.report.paired import pairs
-from shala.significance import bootstrap_ci
 
 NLI = ["entailment", "neutral", "contradiction"]
 TOY = ["a", "b", "c", "d"]
@@ -506,7 +506,7 @@ def test_identical_training_curves_are_named():
 
 
 def test_setup_section_shows_the_gpu_fit():
-    """The memory fallback a run applied (run.json key `fit`, shala.fit) is a
+    """The memory fallback a run applied (run.json key `fit`, shala.launch.fit) is a
     column of the Setup table, and so is a run that was not checked."""
     from shala.report.load import RunRecord
     from shala.report.page import fit_cell, setup_md

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from shala.items import normalised_entropy
-from shala.rewards import REWARDS, completion_text, get_reward
+from shala.data.items import normalised_entropy
+from shala.train.rewards import REWARDS, completion_text, get_reward
 
 LABELS = ["entailment", "neutral", "contradiction"]
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from shala.items import normalised_entropy
-from shala.rewards import REWARDS
+from shala.data.items import normalised_entropy
+from shala.train.rewards import REWARDS
 
 
 # The advantage formula of TRL 1.16, replicated here to test what group and

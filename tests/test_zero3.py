@@ -7,7 +7,7 @@ and `shala predict`.
 
 The CPU switches come from the package, not from this test: without CUDA,
 training sets ``ddp_backend: gloo`` and ``DS_ACCELERATOR=cpu``
-(:func:`shala.harness.adapt_to_device`). Two launches run at once (GRPO and
+(:func:`shala.train.device.adapt_to_device`). Two launches run at once (GRPO and
 the ``sft_soft`` SFT path), which also checks that each gets a rendezvous
 port of its own. Marker ``zero3``: ``pytest -m zero3``. DeepSpeed builds its
 shared-memory op once (g++, ninja; about a minute), cached in
@@ -27,14 +27,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shala.items import make_item
+from shala.data.items import make_item
 from shala.jsonio import read_jsonl, write_jsonl
-from shala.launch import launcher_command
+from shala.launch.launcher import launcher_command
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (the `gpu` extra; CI installs it)")
 from safetensors.torch import load_file  # noqa: E402
 
-from shala.tiny_omni import build_tiny_omni  # noqa: E402
+from shala.model.tiny_omni import build_tiny_omni  # noqa: E402
 
 pytestmark = [pytest.mark.zero3, pytest.mark.slow]
 

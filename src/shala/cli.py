@@ -39,7 +39,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_prepare(a) -> None:
-    from .prepare import prepare
+    from .data.prepare import prepare
 
     config = _load_config(a.config, required=False)
     stats = prepare(a.dataset, a.source, a.out, config=config, seed=a.seed)
@@ -47,22 +47,22 @@ def cmd_prepare(a) -> None:
 
 
 def cmd_fetch_data(a) -> None:
-    from .download import fetch_data
+    from .data.download import fetch_data
 
     manifest = fetch_data(a.dataset, _load_config(a.config), a.out)
     print(json.dumps(manifest, indent=2))
 
 
-def cmd_baseline(a) -> None:
-    from .baselines import run_baseline
+def cmd_reference(a) -> None:
+    from .evaluation.reference import run_reference
 
-    n = run_baseline(a.predictor, Path(a.data), a.split, Path(a.out),
-                     source=Path(a.source) if a.source else None, limit=a.limit)
+    n = run_reference(a.predictor, Path(a.data), a.split, Path(a.out),
+                      source=Path(a.source) if a.source else None, limit=a.limit)
     log.info("wrote %d predictions to %s", n, a.out)
 
 
 def cmd_evaluate(a) -> None:
-    from .evaluate import run_evaluate
+    from .evaluation.evaluate import run_evaluate
 
     m = run_evaluate(Path(a.predictions), Path(a.out), on_parse_failure=a.on_parse_failure,
                      items_out=Path(a.items_out) if a.items_out else None)
@@ -76,7 +76,7 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_fetch_model(a) -> None:
-    from .models import fetch_model
+    from .model.loading import fetch_model
 
     config = _load_config(a.config)
     path = fetch_model(config["model"], Path(a.out), force=a.force, model_mirror=config["model_mirror"])
@@ -94,7 +94,7 @@ def _set_threads(config, threads: int | None) -> None:
 
 
 def cmd_predict(a) -> None:
-    from .predict import run_predict
+    from .evaluation.predict import run_predict
 
     config = _load_config(a.config)
     _set_threads(config, a.threads)
@@ -105,8 +105,8 @@ def cmd_predict(a) -> None:
 
 def cmd_train(a) -> None:
     """Train one method: GRPO, or SFT for a method whose trainer is ``sft``."""
-    from .sft import run_sft
-    from .train import run_train
+    from .train.grpo import run_train
+    from .train.sft import run_sft
 
     config = _load_config(a.config)
     _set_threads(config, a.threads)
@@ -122,7 +122,7 @@ def cmd_train(a) -> None:
 
 
 def cmd_sft(a) -> None:
-    from .sft import run_sft
+    from .train.sft import run_sft
 
     config = _load_config(a.config)
     _set_threads(config, a.threads)
@@ -155,10 +155,10 @@ def cmd_report(a) -> None:
 
 def cmd_preflight(a) -> None:
     """Launch-config check, per-GPU memory estimate with the fallback
-    training applies, and disk check (shala.preflight); exits 3 when nothing
+    training applies, and disk check (shala.launch.preflight); exits 3 when nothing
     fits (or strict), 4 without the disk the runs need, 2 on launch-config
     problems."""
-    from .preflight import run_preflight
+    from .launch.preflight import run_preflight
 
     config = _load_config(a.config)
     rc = run_preflight(config, gpus=a.gpus, gpu_mem=a.gpu_mem, model_config=a.model_config,
@@ -188,14 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(s)
     s.set_defaults(func=cmd_fetch_data)
 
-    s = sub.add_parser("baseline", help="predictions of a model-free reference predictor")
+    s = sub.add_parser("reference", help="predictions of a model-free reference predictor")
     s.add_argument("predictor", help="uniform | prior | majority | old_labels")
     s.add_argument("--data", required=True, help="prepared dataset directory")
     s.add_argument("--split", default="test")
     s.add_argument("--out", required=True, help="predictions JSONL")
     s.add_argument("--source", help="raw files (old_labels reads ChaosNLI's original votes)")
     s.add_argument("--limit", type=int, help="a seeded subset of N items (the same as predict --limit)")
-    s.set_defaults(func=cmd_baseline)
+    s.set_defaults(func=cmd_reference)
 
     s = sub.add_parser("evaluate", help="predictions JSONL -> metrics JSON")
     s.add_argument("--predictions", required=True)

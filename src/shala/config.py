@@ -112,9 +112,9 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
     """Names that must be keys of a code registry (the schema leaves them
     open, so a new adapter, reward or reference predictor is added in code
     alone): datasets.*.adapter, methods.*.reward, reference_predictors."""
-    from .adapters import ADAPTERS
-    from .baselines import REFERENCE_PREDICTORS
-    from .rewards import REWARDS
+    from .data.adapters import ADAPTERS
+    from .evaluation.reference import REFERENCE_PREDICTORS
+    from .train.rewards import REWARDS
 
     def check(field: str, name: Any, registry: dict[str, Any], what: str) -> None:
         if name not in registry:
@@ -151,7 +151,7 @@ def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
 
 def is_licensed(dataset_config: dict[str, Any]) -> bool:
     """Whether a dataset's adapter has no download route (``LICENSED``)."""
-    from .adapters import get_adapter
+    from .data.adapters import get_adapter
 
     return bool(getattr(get_adapter(dataset_config["adapter"]), "LICENSED", False))
 

@@ -49,7 +49,7 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     (``run.json``; ``train_log.jsonl`` beside each); ``split``: the split
     to report (default: the one the metrics files share); ``literature``,
     ``paper``: a file or the parsed content, default the packaged
-    ``shala/data/literature.yaml`` and ``shala/data/paper_tables.yaml``.
+    ``shala/resources/literature.yaml`` and ``shala/resources/paper_tables.yaml``.
     """
     from ..jsonio import write_text
     from . import claims as C

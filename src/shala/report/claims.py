@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..evaluate import level_order
+from ..evaluation.evaluate import level_order
 from .load import is_ref
 from .tables import PAPER_SETUP, markdown
 

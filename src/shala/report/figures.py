@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..evaluate import level_order
+from ..evaluation.evaluate import level_order
 from ..jsonio import atomic_path
 from .load import STEP_FIELDS, is_ref, run_order
 from .tables import METRIC_LABELS

@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..significance import paired_test
+from ..evaluation.significance import paired_test
 from .load import RunRecord, is_trained, run_order
 from .tables import DASH, N_BOOT, markdown
 

@@ -1,14 +1,14 @@
 """The report's inputs, read from the files it is given (never a folder glob).
 
 - metrics files ``.../{dataset}/{run}/seed{seed}/{split}.json``
-  (:mod:`shala.evaluate`); runs are methods (``zs``, ``mls``, ...) and
+  (:mod:`shala.evaluation.evaluate`); runs are methods (``zs``, ``mls``, ...) and
   ``ref_*`` model-free reference predictors;
 - per-item scores ``{split}.items.csv`` beside each metrics file, when
   present (intervals, paired tests, box plots);
 - training run records ``.../{dataset}/{method}/seed{seed}/run.json`` and the
   ``train_log.jsonl`` beside each (rows with ``"event": "step"``);
-- the packaged published numbers: ``shala/data/literature.yaml`` (Table 2)
-  and ``shala/data/paper_tables.yaml`` (the SHALA-LLM paper's own numbers);
+- the packaged published numbers: ``shala/resources/literature.yaml`` (Table 2)
+  and ``shala/resources/paper_tables.yaml`` (the SHALA-LLM paper's own numbers);
 - the config values the report reads: ``run_methods`` (row order),
   ``methods.*.trainer`` when present, and the ``report`` block.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
-from ..metrics import REGISTRY
+from ..evaluation.metrics import REGISTRY
 
 # the registry's metrics the report reads from each block, quality metrics first, then
 # diagnostics (the column order of every table); value: True when higher is better (None: a
@@ -282,7 +282,7 @@ def load_runs(paths: list[str | Path] | None) -> list[RunRecord]:
 def package_data(name: str) -> Path:
     from importlib.resources import files
 
-    return Path(str(files("shala") / "data" / name))
+    return Path(str(files("shala") / "resources" / name))
 
 
 def _read_yaml(path: Path) -> Any:

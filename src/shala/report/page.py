@@ -78,7 +78,7 @@ PAPER_TASK_START = "Given a premise and a hypothesis, predict the probability"
 
 def fit_cell(record: dict) -> str:
     """The memory fallback a run applied (run.json key ``fit``, written by
-    shala.fit.fit_to_hardware): a run on smaller GPUs than the paper's may
+    shala.launch.fit.fit_to_hardware): a run on smaller GPUs than the paper's may
     have traded speed for memory, and its Setup row says so."""
     if "fit" not in record:
         return DASH

@@ -1,4 +1,4 @@
-"""Paired per-item JSD tests between runs (docs/design.md §6), on :mod:`shala.significance`.
+"""Paired per-item JSD tests between runs (docs/design.md §6), on :mod:`shala.evaluation.significance`.
 
 Pairs, per dataset, among the runs present (``method`` − ``baseline``):
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..significance import holm, paired_test
+from ..evaluation.significance import holm, paired_test
 from .load import is_trained, run_order
 from .tables import ALPHA, DASH, N_BOOT, markdown
 

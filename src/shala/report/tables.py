@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..significance import bootstrap_ci
+from ..evaluation.significance import bootstrap_ci
 from .load import METRICS, is_ref, is_trained, run_order
 
 N_BOOT = 10000
@@ -230,7 +230,7 @@ T2_COLUMNS = ["benchmark", "dataset", "subset", "kind", "origin", "model", "metr
 
 def table2_long(records: list, published: list[dict[str, Any]], config: dict[str, Any] | None) -> pd.DataFrame:
     """Published numbers and ours, one row per benchmark × system × metric."""
-    from ..significance import mean_std
+    from ..evaluation.significance import mean_std
 
     datasets = {r.dataset for r in records}
     groups: dict[tuple, list[dict]] = {}

@@ -1,0 +1,135 @@
+"""Reference predictors that need no model: floors and ceilings for Table 1.
+
+Each predictor maps ``(items, train_items, source)`` to one distribution per
+item. :func:`run_reference` writes them as a predictions JSONL (canonical item
+plus ``"completion"``, the JSON text :func:`shala.parsing.format_distribution`
+would ask a model for), so they go through exactly the same parser and
+``shala evaluate`` as model output.
+
+- ``uniform``: 1/C everywhere (the score of a model that always fails to
+  parse, under the default failure policy).
+- ``prior``: the class prior of the training split, the unweighted mean of
+  the train items' ``dist`` (each item counts once, whatever its number of
+  annotators), not pooled vote counts.
+- ``majority``: one-hot on the item's own human majority; an oracle, so an
+  upper bound for accuracy/F1, not a fair baseline.
+- ``old_labels``: ChaosNLI only; each item's 5 original (SNLI/MNLI)
+  annotator votes, normalised: how well a small crowd predicts a large one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.items import subsample, validate_item
+from ..errors import ConfigError, InputError
+from ..jsonio import write_jsonl
+from ..parsing import format_distribution
+from .evaluate import read_located
+
+DIGITS = 6
+
+Predictor = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]], Path | None], list[list[float]]]
+
+
+def _n_classes(items: Sequence[dict[str, Any]]) -> int:
+    return len(items[0]["labels"]) if items else 0
+
+
+def predict_uniform(items, train_items, source=None) -> list[list[float]]:
+    """1/C for every class."""
+    C = _n_classes(items)
+    return [[1.0 / C] * C for _ in items]
+
+
+def predict_prior(items, train_items, source=None) -> list[list[float]]:
+    """Mean of the train items' ``dist`` (item-level prior), for every item."""
+    if not train_items:
+        raise InputError("the prior reference predictor needs a non-empty training split", field="split")
+    if items and train_items[0]["labels"] != items[0]["labels"]:
+        raise InputError("train labels differ from the evaluated split's labels", field="labels")
+    prior = np.mean(np.array([it["dist"] for it in train_items], dtype=np.float64), axis=0)
+    return [prior.tolist() for _ in items]
+
+
+def predict_majority(items, train_items, source=None) -> list[list[float]]:
+    """One-hot on the human argmax (ties -> first class, like ``majority``)."""
+    C = _n_classes(items)
+    return [np.eye(C)[int(np.argmax(it["dist"]))].tolist() for it in items]
+
+
+def predict_old_labels(items, train_items, source: Path | None = None) -> list[list[float]]:
+    """ChaosNLI's 5 original votes per item, normalised (needs the source dir)."""
+    from ..data.adapters import chaosnli  # lazy: only this predictor reads raw files
+
+    for it in items:
+        if it["dataset"] != chaosnli.NAME:
+            raise InputError(f"old_labels exists only for ChaosNLI, not {it['dataset']!r}", field="dataset")
+        if it["labels"] != chaosnli.LABELS:
+            raise InputError(f"expected labels {chaosnli.LABELS}", field="labels")
+    if source is None:
+        raise ConfigError("the old_labels reference predictor needs the ChaosNLI source directory (--source)")
+    counts = chaosnli.old_label_counts(Path(source))
+    out = []
+    for it in items:
+        if it["id"] not in counts:
+            raise InputError(f"item {it['id']!r} has no old_labels in {source}", field="id")
+        c = np.asarray(counts[it["id"]], dtype=np.float64)
+        out.append((c / c.sum()).tolist())
+    return out
+
+
+REFERENCE_PREDICTORS: dict[str, Predictor] = {
+    "uniform": predict_uniform,
+    "prior": predict_prior,
+    "majority": predict_majority,
+    "old_labels": predict_old_labels,
+}
+# predictors that exist only for some dataset adapters (the workflow skips
+# them elsewhere); the rest apply to every dataset
+ADAPTERS_OF: dict[str, set[str]] = {"old_labels": {"chaosnli"}}
+
+
+def applies_to(name: str, adapter: str) -> bool:
+    """Whether reference predictor `name` can run on a dataset of this adapter."""
+    return adapter in ADAPTERS_OF.get(name, {adapter})
+
+
+def _read_items(path: Path) -> list[dict[str, Any]]:
+    located = read_located(path)
+    for line, item in located:
+        validate_item(item, path=str(path), line=line)
+    return [item for _, item in located]
+
+
+def prediction_rows(items: Sequence[dict[str, Any]], dists: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """Canonical item + ``completion`` (the distribution as JSON, 6 digits)."""
+    rows = []
+    for it, d in zip(items, dists, strict=True):
+        if len(d) != len(it["labels"]) or not all(math.isfinite(x) and x >= 0 for x in d) \
+                or abs(sum(d) - 1.0) > 1e-9:
+            raise ValueError(f"predictor returned an invalid distribution {d!r} for {it['id']!r}")
+        rows.append({**it, "completion": format_distribution(it["labels"], d, digits=DIGITS)})
+    return rows
+
+
+def run_reference(name: str, data_dir: Path, split: str, out: Path, source: Path | None = None,
+                  limit: int | None = None) -> int:
+    """Write ``out`` (predictions JSONL) for ``data_dir/{split}.jsonl``;
+    ``data_dir/train.jsonl`` supplies the prior. ``limit`` keeps a seeded
+    subset of N items, the same as ``shala predict --limit``, so that a demo compares models
+    and references on the same items. Returns the number of rows."""
+    if name not in REFERENCE_PREDICTORS:
+        raise ConfigError(f"unknown reference predictor {name!r}; known: {', '.join(REFERENCE_PREDICTORS)}")
+    data_dir = Path(data_dir)
+    items = _read_items(data_dir / f"{split}.jsonl")
+    items = subsample(items, limit)
+    train = _read_items(data_dir / "train.jsonl")
+    rows = prediction_rows(items, REFERENCE_PREDICTORS[name](items, train, source))
+    write_jsonl(out, rows)
+    return len(rows)

@@ -1,0 +1,32 @@
+"""The command prefix a training job is launched with, for the workflow's
+rules and the tests that run what the rules run.
+
+One function so that the ZeRO-3 test executes exactly the launch a user's
+``snakemake`` job does: ``accelerate launch`` with the repository's ZeRO-3
+config over ``training.gpus`` ranks, each launch on a rendezvous port of its
+own, or the plain CLI for a single-device run.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+
+def launcher_command(training: dict[str, Any], ranks: int | None = None) -> str:
+    """A shell prefix to which ``train ...`` / ``sft ...`` arguments are added.
+
+    ``ranks`` (default ``training.gpus``) is the number of processes; with
+    more than one and an ``accelerate_config``, the job runs under
+    ``accelerate launch``. ``$(shala free-port)`` gives each launch its own
+    rendezvous port, so two jobs on one node do not both take accelerate's
+    default 29500. On a machine without CUDA the same launch runs on CPU
+    ranks (:func:`shala.train.device.adapt_to_device` picks gloo and DeepSpeed's
+    CPU accelerator).
+    """
+    n = int(training["gpus"] if ranks is None else ranks)
+    acc = training["accelerate_config"]
+    if n > 1 and acc:
+        return (f"accelerate launch --config_file {shlex.quote(str(acc))} --num_processes {n}"
+                " --main_process_port $(shala free-port) -m shala")
+    return "shala"

@@ -1,0 +1,133 @@
+"""Reference predictors: exact completions on hand-made items, and
+old_labels on the real ChaosNLI files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, needs_shared_data
+from shala.data.items import make_item
+from shala.errors import ConfigError, InputError
+from shala.evaluation.evaluate import run_evaluate
+from shala.evaluation.reference import REFERENCE_PREDICTORS, run_reference
+from shala.parsing import parse_distribution
+
+CHAOSNLI = SHARED_DATA / "chaosnli"  # ../shared/data
+NLI = ["entailment", "neutral", "contradiction"]
+
+
+def item(id, counts, split, labels=("a", "b", "c"), dataset="toy"):
+    it = make_item(id=id, dataset=dataset, subset=None, inputs={"text": id}, labels=list(labels),
+                   counts=counts, ambiguity="entropy")
+    it["split"] = split
+    return it
+
+
+def write_split(d: Path, split: str, items):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{split}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "data"
+    write_split(d, "train", [item("t1", [4, 0, 0], "train"), item("t2", [1, 1, 0], "train"),
+                             item("t3", [0, 1, 3], "train")])
+    write_split(d, "test", [item("x1", [1, 2, 1], "test"), item("x2", [2, 2, 0], "test")])
+    return d
+
+
+def completions(path: Path) -> list[str]:
+    return [json.loads(line)["completion"] for line in path.read_text().splitlines()]
+
+
+def test_registry_names():
+    assert list(REFERENCE_PREDICTORS) == ["uniform", "prior", "majority", "old_labels"]
+
+
+def test_uniform_exact(data_dir, tmp_path):
+    out = tmp_path / "u.jsonl"
+    assert run_reference("uniform", data_dir, "test", out) == 2
+    # 6 digits, the rounding remainder goes to the first (argmax) class
+    assert completions(out) == ['{"a": 0.333334, "b": 0.333333, "c": 0.333333}'] * 2
+
+
+def test_prior_is_mean_of_train_dists(data_dir, tmp_path):
+    out = tmp_path / "p.jsonl"
+    run_reference("prior", data_dir, "test", out)
+    # mean of [1,0,0], [.5,.5,0], [0,.25,.75]; pooled counts would give [5,2,3]/10
+    assert completions(out) == ['{"a": 0.5, "b": 0.25, "c": 0.25}'] * 2
+
+
+def test_majority_one_hot_ties_first(data_dir, tmp_path):
+    out = tmp_path / "m.jsonl"
+    run_reference("majority", data_dir, "test", out)
+    # x2 has a tie a/b: the first class wins, as for the item's "majority"
+    assert completions(out) == ['{"a": 0.0, "b": 1.0, "c": 0.0}', '{"a": 1.0, "b": 0.0, "c": 0.0}']
+
+
+def test_rows_keep_the_item_and_evaluate(data_dir, tmp_path):
+    out = tmp_path / "m.jsonl"
+    run_reference("majority", data_dir, "test", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    src = [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "completion"} for r in rows] == src
+    res = run_evaluate(out, tmp_path / "metrics.json")
+    assert res["overall"]["accuracy"] == 1.0 and res["parse_failure_rate"] == 0.0
+
+
+def test_unknown_reference_predictor(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown reference predictor"):
+        run_reference("oracle", data_dir, "test", tmp_path / "o.jsonl")
+
+
+def test_missing_split_file(data_dir, tmp_path):
+    with pytest.raises(InputError, match="validation.jsonl"):
+        run_reference("uniform", data_dir, "validation", tmp_path / "o.jsonl")
+
+
+def test_old_labels_rejects_other_datasets(data_dir, tmp_path):
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(InputError, match="only for ChaosNLI"):
+        run_reference("old_labels", data_dir, "test", out, source=CHAOSNLI)
+    assert not out.exists()
+
+
+# ----- old_labels on the real ChaosNLI -------------------------------------------
+
+needs_chaosnli = needs_shared_data("chaosnli", "chaosNLI_snli.jsonl")
+
+
+@needs_chaosnli
+def test_old_labels_real_chaosnli(tmp_path):
+    d = tmp_path / "chaos"
+    # real uids; the 100-vote counts are from the files, the old votes are
+    # [n, n, n, e, e] for the SNLI item
+    test_items = [item("2407214681.jpg#0r1n", [30, 70, 0], "test", NLI, "chaosnli"),
+                  item("50830c", [12, 68, 20], "test", NLI, "chaosnli")]
+    write_split(d, "train", [item("t", [1, 0, 0], "train", NLI, "chaosnli")])
+    write_split(d, "test", test_items)
+    out = tmp_path / "old.jsonl"
+    assert run_reference("old_labels", d, "test", out, source=CHAOSNLI) == 2
+    got = completions(out)
+    assert got[0] == '{"entailment": 0.4, "neutral": 0.6, "contradiction": 0.0}'
+    assert parse_distribution(got[0], NLI).dist.tolist() == pytest.approx([0.4, 0.6, 0.0])
+    lines = (CHAOSNLI / "chaosNLI_mnli_m.jsonl").read_text(encoding="utf-8").splitlines()
+    expected = json.loads(next(ln for ln in lines if '"uid": "50830c"' in ln))["old_labels"]
+    want = [expected.count(lab) / len(expected) for lab in NLI]
+    assert parse_distribution(got[1], NLI).dist.tolist() == pytest.approx(want)
+
+
+@needs_chaosnli
+def test_old_labels_unknown_id_and_missing_source(tmp_path):
+    d = tmp_path / "chaos"
+    write_split(d, "train", [item("t", [1, 0, 0], "train", NLI, "chaosnli")])
+    write_split(d, "test", [item("no-such-uid", [1, 0, 0], "test", NLI, "chaosnli")])
+    with pytest.raises(InputError, match="no-such-uid"):
+        run_reference("old_labels", d, "test", tmp_path / "o.jsonl", source=CHAOSNLI)
+    with pytest.raises(ConfigError, match="source"):
+        run_reference("old_labels", d, "test", tmp_path / "o.jsonl")
+    assert not (tmp_path / "o.jsonl").exists()
