@@ -23,7 +23,7 @@ and a watcher deletes them once written: ~36 GB of disk at most. The model
 files go at the end (--keep keeps them). A time-out (GPU_CHECK_TIME_LIMIT,
 from gpu_check.sh) or SIGTERM still writes what was measured. --cpu-smoke:
 the same path at toy size on a CPU rank (the package sets DS_ACCELERATOR=cpu
-and gloo), for tests/test_gpu_check.py.
+and gloo), for tests/integration/test_gpu_check.py.
 
     python bench/gpu_check_step.py OUTDIR [--cpu-smoke] [--steps 2] [--prompt-tokens 256] [--keep]
 """

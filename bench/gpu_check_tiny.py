@@ -7,7 +7,7 @@ For each of a text dataset (ChaosNLI-like items) and a speech + text one
      `shala free-port` rendezvous port) with the repo's ZeRO-3 config
      (config/accelerate_zero3.yaml) in bf16 — or, with --cpu-smoke, a plain
      single-process `shala train` in float32 on the CPU (no DeepSpeed), so
-     the test suite keeps this script working (tests/test_zero3.py runs the
+     the test suite keeps this script working (tests/integration/test_zero3.py runs the
      ZeRO-3 launch itself on 2 CPU ranks);
   2. save (the run's final weights), reload them with `shala predict`, and
      predict the test split.

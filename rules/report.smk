@@ -40,7 +40,7 @@ _REPORT_LISTED = {
 
 
 # every output of `shala report`; one not listed above goes under "Other",
-# with a generic caption (tests/test_snakemake_report.py asks for a listing)
+# with a generic caption (tests/integration/test_snakemake_report.py asks for a listing)
 REPORT_PAGE = {
     name: _REPORT_LISTED.get(name, ("Other", "Other outputs", "other.rst", name.rsplit(".", 1)[-1].upper()))
     for name in REPORT_OUTPUTS

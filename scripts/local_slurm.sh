@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM on localhost, for the SLURM test (tests/test_slurm.py) and
+# A one-node SLURM on localhost, for the SLURM test (tests/integration/test_slurm.py) and
 # for trying profiles/slurm on a workstation. Debian's slurm-wlm 22.05 and
 # munge, daemons started by hand (no systemd), state under DIR.
 #

@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
     # the `gpu` extra is DeepSpeed: the paper's ZeRO-3 launch, which the test
-    # suite runs on CPU ranks (tests/test_zero3.py); no CUDA ops are built
+    # suite runs on CPU ranks (tests/integration/test_zero3.py); no CUDA ops are built
     # at install (DS_BUILD_OPS=0), the CPU shared-memory op builds on first use
     DS_BUILD_OPS=0 .venv/bin/python -m pip install --quiet -e ".[model,test,gpu]"
     touch "$stamp"

@@ -11,7 +11,7 @@ inherited. They sit between the marker comments in config/README.md.
     .venv/bin/python scripts/trl_defaults_table.py          # rewrite the block
     .venv/bin/python scripts/trl_defaults_table.py --check  # exit 1 when stale
 
-tests/test_schema_docs.py runs --check.
+tests/unit/test_schema_docs.py runs --check.
 """
 
 from __future__ import annotations

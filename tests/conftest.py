@@ -1,5 +1,13 @@
-"""Shared test fixtures: a tiny local chat model (no downloads, ever), and
-the development data beside the repository (``../shared/data``).
+"""Shared test fixtures for tests/unit and tests/integration: a tiny local
+chat model (no downloads, ever), the development data beside the repository
+(``../shared/data``), and factories for the data tests build: items
+(``item_factory``), prediction rows (``predictions_factory``) and training
+runs (``training_runs_factory``).
+
+tests/unit holds one file per module with logic, run in process; tests/integration
+runs things end to end (the CLI, Snakemake, launchers, SLURM). Neither folder
+has an ``__init__.py`` (pytest's default import mode puts each on sys.path), so
+a test file's name must be unique across both.
 
 Tests that read ``../shared/data`` skip, with a reason that says so, where it
 is absent (a clean clone). Use the path and the marker from here, so that
@@ -115,3 +123,94 @@ def omni_shape():
 
     path = shipped_config_path("Qwen/Qwen2.5-Omni-7B")
     return count_parameters(json.loads(path.read_text()), name="omni", source=str(path))
+
+
+# ------------------------------------------- items, prediction rows, training runs
+#
+# Tests build their data with these factories (fixtures that return a
+# function), not by hand: an item is what ``shala prepare`` writes, a
+# prediction row is an item with the model's ``completion``, a training run is
+# what ``shala train`` leaves for ``shala report``.
+
+NLI = ["entailment", "neutral", "contradiction"]
+
+
+def _make_item(counts, labels=("a", "b", "c"), *, id="x", dataset="toy", subset=None, inputs=None,
+               ambiguity="entropy", **fields):
+    """One canonical item (:func:`shala.data.items.make_item`) with these vote
+    counts; ``inputs`` defaults to ``{"text": id}``. Further fields (``split``,
+    ``completion``, ...) are set on it after, in the order given."""
+    from shala.data.items import make_item
+
+    item = make_item(id=id, dataset=dataset, subset=subset, inputs={"text": id} if inputs is None else inputs,
+                     labels=labels, counts=counts, ambiguity=ambiguity)
+    item.update(fields)
+    return item
+
+
+@pytest.fixture(scope="session")
+def item_factory():
+    """``item_factory(counts, labels=("a", "b", "c"), *, id="x", dataset="toy",
+    subset=None, inputs={"text": id}, ambiguity="entropy", **fields)``: one item."""
+    return _make_item
+
+
+def _prediction_rows(n, seed=0, labels=NLI, subsets=("snli", "mnli"), *, dataset="toy", id_prefix="x",
+                     ambiguity="entropy", predict=None, pred_seed=None, fail=None):
+    """``n`` test-split items ``{id_prefix}{i}`` (input ``t{i}``, subsets in
+    turn) with 20 votes each drawn from a random Dirichlet (numpy seed
+    ``seed``), each with a completion ``Answer: {...}``: ``predict(dist, rng, i)``,
+    by default a Dirichlet(0.8) draw, from the same generator unless
+    ``pred_seed`` gives the predictions their own; ``no idea`` where ``fail(i)``."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pred_rng = rng if pred_seed is None else np.random.default_rng(pred_seed)
+    rows = []
+    for i in range(n):
+        counts = rng.multinomial(20, rng.dirichlet(np.full(len(labels), 0.7))).tolist()
+        if sum(counts) == 0:
+            counts[0] = 1
+        item = _make_item(counts, labels, id=f"{id_prefix}{i}", dataset=dataset, subset=subsets[i % len(subsets)],
+                          inputs={"text": f"t{i}"}, ambiguity=ambiguity, split="test")
+        dist = np.asarray(item["dist"])
+        pred = pred_rng.dirichlet(np.full(dist.size, 0.8)) if predict is None else predict(dist, pred_rng, i)
+        item["completion"] = "no idea" if fail is not None and fail(i) else \
+            "Answer: " + json.dumps(dict(zip(labels, pred.tolist())))
+        rows.append(item)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def predictions_factory():
+    """``predictions_factory(n, seed=0, labels=NLI, subsets=("snli", "mnli"), *,
+    dataset="toy", id_prefix="x", ambiguity="entropy", predict=None,
+    pred_seed=None, fail=None)``: rows of a predictions file (``shala evaluate``'s input)."""
+    return _prediction_rows
+
+
+def _training_runs(root, datasets, methods, seeds, *, record, log):
+    """Run records ``models/{dataset}/{method}/seed{seed}/run.json`` (the dict
+    ``record(method, seed)``) each with a ``train_log.jsonl`` (the records
+    ``log(method, seed)``); returns the run.json paths."""
+    import json
+
+    paths = []
+    for dataset in datasets:
+        for method in methods:
+            for seed in seeds:
+                d = root / "models" / dataset / method / f"seed{seed}"
+                d.mkdir(parents=True)
+                (d / "run.json").write_text(json.dumps(record(method, seed)))
+                (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log(method, seed)))
+                paths.append(d / "run.json")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def training_runs_factory():
+    """``training_runs_factory(root, datasets, methods, seeds, *, record, log)``:
+    fake training runs for ``shala report``; returns their run.json paths."""
+    return _training_runs

@@ -9,7 +9,7 @@ random Dirichlet samples.
 Adding a metric: write a function ``f(p_true, p_pred)`` here and register a
 :class:`Metric` for it at the end of the file. ``shala.evaluation.evaluate`` then
 reports it in every block, the report reads it, the literature file may cite
-it, and the property tests in ``tests/test_metrics.py`` check its declared
+it, and the property tests in ``tests/unit/test_metrics.py`` check its declared
 bounds, identity value and symmetry. Conventions: docs/design.md §6.
 """
 

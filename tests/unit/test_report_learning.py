@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from shala.report import run_report
-from test_report import build_tree, md_rows
+from test_report import build_tree, md_rows  # noqa: F401  (build_tree: a fixture)
 
 DATASETS = {"control": (["red", "green", "blue"], (None,), "entropy", 40)}
 SEEDS = (0, 1, 2)
@@ -33,31 +31,25 @@ CONFIG = {"run_methods": ["zs", "mls", "shala", "stuck"],
 N_STEPS = 12
 
 
-def _write_runs(root):
-    paths = []
-    for method in ("mls", "shala", "stuck"):
-        for seed in SEEDS:
-            d = root / "models" / "control" / method / f"seed{seed}"
-            d.mkdir(parents=True)
-            (d / "run.json").write_text(json.dumps({"method": method, "seed": seed}))
-            log = [{"event": "start", "step": 0}]
-            for s in range(1, N_STEPS + 1):
-                collapsed = method == "stuck" and s > 6
-                log.append({"event": "step", "step": s, "reward_mean": 0.5,
-                            "zero_spread_frac": 1.0 if collapsed else 0.25})
-                log.append({"event": "log", "step": s, "entropy": 1.0 - 0.05 * s,
-                            "grad_norm": 0.0 if collapsed else 2.0})
-            (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-            paths.append(d / "run.json")
-    return paths
+def _log(method, seed):
+    log = [{"event": "start", "step": 0}]
+    for s in range(1, N_STEPS + 1):
+        collapsed = method == "stuck" and s > 6
+        log.append({"event": "step", "step": s, "reward_mean": 0.5,
+                    "zero_spread_frac": 1.0 if collapsed else 0.25})
+        log.append({"event": "log", "step": s, "entropy": 1.0 - 0.05 * s,
+                    "grad_norm": 0.0 if collapsed else 2.0})
+    return log
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory):
+def learned(tmp_path_factory, build_tree, training_runs_factory):
     root = tmp_path_factory.mktemp("results")
     metrics = build_tree(root, datasets=DATASETS, runs=RUNS, seeds=SEEDS, fail=lambda run, i: False)
+    runs = training_runs_factory(root, DATASETS, ["mls", "shala", "stuck"], SEEDS,
+                                 record=lambda method, seed: {"method": method, "seed": seed}, log=_log)
     out = root / "reports"
-    run_report(metrics, out, runs=_write_runs(root), config=CONFIG)
+    run_report(metrics, out, runs=runs, config=CONFIG)
     return root, out, pd.read_csv(out / "learning.csv")
 
 

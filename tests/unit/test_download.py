@@ -18,7 +18,7 @@ from shala.config import load_config
 from shala.data import download
 from shala.errors import ConfigError, InputError, ShalaError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHAOS_URL = "https://www.dropbox.com/s/h4j7dqszmpt2679/chaosNLI_v1.0.zip?dl=1"
 GOEMO_URL = "https://storage.googleapis.com/gresearch/goemotions/data/full_dataset/goemotions_1.csv"
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shala.config import fill_defaults
-from shala.data.items import make_item, subsample
+from shala.data.items import subsample
 from shala.evaluation.predict import RUN_RECORD_KEYS, generate, run_predict
 from shala.jsonio import read_jsonl, write_jsonl
 from shala.model.loading import load_model_and_tokenizer
@@ -27,25 +27,20 @@ CONFIG = fill_defaults({
 })
 
 
-def _items(n: int = 7) -> list[dict]:
+def _items(item_factory, n: int = 7) -> list[dict]:
     words = ["a dog runs", "the cat sleeps on a very warm mat in the sun", "rain",
              "two people talk about the weather and the news", "ok", "a man plays guitar",
              "children are playing outside near the big old tree"]
-    items = []
-    for i in range(n):
-        it = make_item(id=f"x{i}", dataset="toy", subset="s" if i % 2 else None,
-                       inputs={"premise": words[i % len(words)] * (1 + i % 3),
-                               "hypothesis": words[(i + 3) % len(words)]},
-                       labels=LABELS, counts=[i + 1, 3, 7 - i % 7], ambiguity="entropy")
-        it["split"] = "test"
-        items.append(it)
-    return items
+    return [item_factory([i + 1, 3, 7 - i % 7], LABELS, id=f"x{i}", subset="s" if i % 2 else None,
+                         inputs={"premise": words[i % len(words)] * (1 + i % 3),
+                                 "hypothesis": words[(i + 3) % len(words)]}, split="test")
+            for i in range(n)]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tmp_path_factory, item_factory):
     d = tmp_path_factory.mktemp("data")
-    write_jsonl(d / "test.jsonl", _items())
+    write_jsonl(d / "test.jsonl", _items(item_factory))
     return d
 
 
@@ -54,9 +49,9 @@ def tiny(tiny_model_dir):
     return load_model_and_tokenizer(tiny_model_dir)
 
 
-def test_batched_equals_one_at_a_time(tiny):
+def test_batched_equals_one_at_a_time(tiny, item_factory):
     model, tok = tiny
-    msgs = [render_prompt_string(tok, it, PROMPT) for it in _items()]
+    msgs = [render_prompt_string(tok, it, PROMPT) for it in _items(item_factory)]
     batched = generate(model, tok, msgs, batch_size=3, max_new_tokens=10, progress=False)
     single = generate(model, tok, msgs, batch_size=1, max_new_tokens=10, progress=False)
     assert len(batched) == len(msgs)
@@ -64,9 +59,9 @@ def test_batched_equals_one_at_a_time(tiny):
     assert any(batched)  # the random model does write something
 
 
-def test_generate_keeps_input_order(tiny):
+def test_generate_keeps_input_order(tiny, item_factory):
     model, tok = tiny
-    msgs = [render_prompt_string(tok, it, PROMPT) for it in _items()]
+    msgs = [render_prompt_string(tok, it, PROMPT) for it in _items(item_factory)]
     full = generate(model, tok, msgs, batch_size=4, max_new_tokens=6, progress=False)
     rev = generate(model, tok, msgs[::-1], batch_size=4, max_new_tokens=6, progress=False)
     assert rev == full[::-1]

@@ -21,7 +21,7 @@ from shala.data.items import make_item
 from shala.jsonio import write_jsonl
 from shala.model.tiny_omni import build_tiny_omni
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
 
 

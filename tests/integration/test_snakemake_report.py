@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_shared_data
-from test_rerun import _smk, complete_run  # noqa: F401  (complete_run: a module fixture, the whole DAG)
+from test_rerun import complete_run, smk  # noqa: F401  (complete_run: a module fixture, the whole DAG)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CAPTIONS = ROOT / "rules" / "report"
 FIGURES = ("fig_ambiguity.png", "fig_per_class.png", "fig_training.png")
 CHROMIUM_MISSING = "headless Chromium not found on PATH (Debian package `chromium`)"
@@ -50,7 +50,7 @@ def html_report(complete_run):  # noqa: F811
     work, _ = complete_run
     out = work / "html"
     out.mkdir()
-    r = _smk("--report", str(out / "report.html"), "--configfile", str(work / "base.yaml"))
+    r = smk("--report", str(out / "report.html"), "--configfile", str(work / "base.yaml"))
     assert r.returncode == 0, r.stderr[-4000:]
     assert "Report created" in r.stdout + r.stderr
     return out

@@ -28,7 +28,7 @@ from shala.model.audio import AudioFeatures, audio_in_play, audio_seconds, load_
 from shala.model.tiny_omni import MEL_BINS, build_tiny_omni
 from shala.prompts import render_prompt_string
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 SHORT_PROMPT = fill_defaults({"background": "Two speakers are talking.", "target": "{text}", "task": "Classes:",
                               "output": "Answer in JSON: {label_list}"}, at="datasets.x.prompt")

@@ -38,7 +38,7 @@ from shala.model.tiny_omni import build_tiny_omni  # noqa: E402
 
 pytestmark = [pytest.mark.zero3, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NLI = ["entailment", "neutral", "contradiction"]
 EMOTIONS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]

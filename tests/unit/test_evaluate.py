@@ -10,30 +10,11 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score, f1_score
 
-from shala.data.items import make_item
 from shala.errors import ConfigError, InputError
 from shala.evaluation.evaluate import POLICIES, evaluate_rows, run_evaluate
 from shala.evaluation.metrics import REGISTRY
 
 LABELS = ["entailment", "neutral", "contradiction"]
-
-
-def make_rows(n: int, seed: int = 0, labels=LABELS, subsets=("snli", "mnli")) -> list[dict]:
-    """Items with random vote counts and random Dirichlet predictions."""
-    rng = np.random.default_rng(seed)
-    C = len(labels)
-    rows = []
-    for i in range(n):
-        counts = rng.multinomial(20, rng.dirichlet(np.full(C, 0.7))).tolist()
-        if sum(counts) == 0:
-            counts[0] = 1
-        item = make_item(id=f"x{i}", dataset="toy", subset=subsets[i % len(subsets)],
-                         inputs={"text": f"t{i}"}, labels=labels, counts=counts, ambiguity="entropy")
-        item["split"] = "test"
-        pred = rng.dirichlet(np.full(C, 0.8))
-        item["completion"] = "Answer: " + json.dumps(dict(zip(labels, pred.tolist())))
-        rows.append(item)
-    return rows
 
 
 def write(path, rows):
@@ -59,8 +40,8 @@ def independent(P, Q):
     }
 
 
-def test_run_evaluate_matches_scipy_sklearn(tmp_path):
-    rows = make_rows(120)
+def test_run_evaluate_matches_scipy_sklearn(tmp_path, predictions_factory):
+    rows = predictions_factory(120)
     out = tmp_path / "m" / "metrics.json"
     res = run_evaluate(write(tmp_path / "p.jsonl", rows), out)
     assert json.loads(out.read_text()) == res
@@ -83,8 +64,8 @@ def test_run_evaluate_matches_scipy_sklearn(tmp_path):
     assert res["by_subset"]["mnli"]["n"] == 60
 
 
-def test_by_ambiguity_in_scheme_order_and_partition():
-    rows = make_rows(150, seed=3)
+def test_by_ambiguity_in_scheme_order_and_partition(predictions_factory):
+    rows = predictions_factory(150, seed=3)
     res = evaluate_rows(rows)
     present = {r["ambiguity"] for r in rows}
     assert list(res["by_ambiguity"]) == [lv for lv in ("low", "medium", "high") if lv in present]
@@ -95,22 +76,18 @@ def test_by_ambiguity_in_scheme_order_and_partition():
     assert first_seen != list(res["by_ambiguity"])
 
 
-def test_active_levels_ordered_numerically_with_4plus_last():
+def test_active_levels_ordered_numerically_with_4plus_last(item_factory):
     labels = list("abcde")
-    rows = []
-    for i, counts in enumerate([[1, 1, 1, 1, 1], [5, 0, 0, 0, 0], [2, 2, 2, 0, 0], [3, 1, 0, 0, 0]]):
-        it = make_item(id=str(i), dataset="toy", subset=None, inputs={}, labels=labels,
-                       counts=counts, ambiguity="active")
-        it["split"] = "test"
-        it["completion"] = '{"a": 1}'
-        rows.append(it)
+    rows = [item_factory(counts, labels, id=str(i), inputs={}, ambiguity="active", split="test",
+                         completion='{"a": 1}')
+            for i, counts in enumerate([[1, 1, 1, 1, 1], [5, 0, 0, 0, 0], [2, 2, 2, 0, 0], [3, 1, 0, 0, 0]])]
     res = evaluate_rows(rows)
     assert list(res["by_ambiguity"]) == ["1", "2", "3", "4+"]
     assert res["by_subset"] == {}
 
 
-def test_unparseable_scored_as_uniform(tmp_path):
-    rows = make_rows(40, seed=1)
+def test_unparseable_scored_as_uniform(tmp_path, predictions_factory):
+    rows = predictions_factory(40, seed=1)
     bad = [0, 5, 6, 17]
     for i in bad:
         rows[i]["completion"] = "I think it is neutral."
@@ -128,8 +105,8 @@ def test_unparseable_scored_as_uniform(tmp_path):
     assert res["overall"]["mean_sum_error"] < 1e-12
 
 
-def test_exclude_policy_drops_failures_but_counts_them():
-    rows = make_rows(30, seed=2)
+def test_exclude_policy_drops_failures_but_counts_them(predictions_factory):
+    rows = predictions_factory(30, seed=2)
     for i in (1, 2, 3):
         rows[i]["completion"] = '{"entailment": -1}'
     res = evaluate_rows(rows, on_parse_failure="exclude")
@@ -144,8 +121,8 @@ def test_exclude_policy_drops_failures_but_counts_them():
     assert sum(c["support"] for c in res["per_class"].values()) == 27
 
 
-def test_exclude_all_failed_gives_nulls(tmp_path):
-    rows = make_rows(4)
+def test_exclude_all_failed_gives_nulls(tmp_path, predictions_factory):
+    rows = predictions_factory(4)
     for r in rows:
         r["completion"] = ""
     res = run_evaluate(write(tmp_path / "p.jsonl", rows), tmp_path / "m.json", on_parse_failure="exclude")
@@ -156,8 +133,8 @@ def test_exclude_all_failed_gives_nulls(tmp_path):
     assert "NaN" not in (tmp_path / "m.json").read_text()
 
 
-def test_mean_sum_error_uses_raw_sum():
-    rows = make_rows(2)
+def test_mean_sum_error_uses_raw_sum(predictions_factory):
+    rows = predictions_factory(2)
     rows[0]["completion"] = '{"entailment": 0.5, "neutral": 0.3, "contradiction": 0.4}'  # 1.2
     rows[1]["completion"] = '{"entailment": "50%", "neutral": "40%"}'                   # 0.9
     res = evaluate_rows(rows)
@@ -165,8 +142,8 @@ def test_mean_sum_error_uses_raw_sum():
     assert res["parse_failure_rate"] == 0.0
 
 
-def test_per_class_block():
-    rows = make_rows(2, subsets=("s",))
+def test_per_class_block(predictions_factory):
+    rows = predictions_factory(2, subsets=("s",))
     rows[0].update(dist=[0.8, 0.2, 0.0], majority="entailment",
                    completion='{"entailment": 0.6, "neutral": 0.4, "contradiction": 0}')
     rows[1].update(dist=[0.1, 0.3, 0.6], majority="contradiction",
@@ -185,10 +162,10 @@ def test_per_class_block():
     assert e["jsd"] == pytest.approx(jensenshannon([0.8, 0.2, 0], [0.6, 0.4, 0], base=2))
 
 
-def test_blocks_follow_the_registry():
+def test_blocks_follow_the_registry(predictions_factory):
     """Every block has the registry's keys in its order, each within the
     bounds its entry declares (the counts taken from the parse too)."""
-    rows = make_rows(60, seed=6)
+    rows = predictions_factory(60, seed=6)
     rows[2]["completion"] = "no idea"
     for policy in POLICIES:
         res = evaluate_rows([dict(r) for r in rows], on_parse_failure=policy)
@@ -200,8 +177,8 @@ def test_blocks_follow_the_registry():
                 assert v is not None and lo - tol <= v <= hi + tol, (policy, key, v)
 
 
-def test_output_is_deterministic(tmp_path):
-    p = write(tmp_path / "p.jsonl", make_rows(50, seed=9))
+def test_output_is_deterministic(tmp_path, predictions_factory):
+    p = write(tmp_path / "p.jsonl", predictions_factory(50, seed=9))
     run_evaluate(p, tmp_path / "a.json")
     run_evaluate(p, tmp_path / "b.json")
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
@@ -220,33 +197,33 @@ def _fails(tmp_path, text, *, match):
     return exc.value
 
 
-def test_malformed_line_names_file_and_line(tmp_path):
-    good = json.dumps(make_rows(1)[0])
+def test_malformed_line_names_file_and_line(tmp_path, predictions_factory):
+    good = json.dumps(predictions_factory(1)[0])
     err = _fails(tmp_path, good + "\n\n" + good + "\n{not json\n", match=r"p\.jsonl:4")
     assert err.line == 4
 
 
-def test_missing_completion_names_line_and_field(tmp_path):
-    rows = make_rows(3)
+def test_missing_completion_names_line_and_field(tmp_path, predictions_factory):
+    rows = predictions_factory(3)
     del rows[2]["completion"]
     err = _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r"p\.jsonl:3: field 'completion'")
     assert err.field == "completion"
 
 
-def test_missing_item_field(tmp_path):
-    rows = make_rows(2)
+def test_missing_item_field(tmp_path, predictions_factory):
+    rows = predictions_factory(2)
     del rows[1]["dist"]
     err = _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r":2: field 'dist'")
     assert err.line == 2
 
 
-def test_mixed_label_lists_rejected(tmp_path):
-    rows = make_rows(2) + make_rows(1, labels=["yes", "no"])
+def test_mixed_label_lists_rejected(tmp_path, predictions_factory):
+    rows = predictions_factory(2) + predictions_factory(1, labels=["yes", "no"])
     _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r":3: field 'labels'")
 
 
-def test_bad_dist_rejected(tmp_path):
-    rows = make_rows(2)
+def test_bad_dist_rejected(tmp_path, predictions_factory):
+    rows = predictions_factory(2)
     rows[0]["dist"] = [0.5, 0.5, 0.5]
     _fails(tmp_path, "".join(json.dumps(r) + "\n" for r in rows), match=r":1: field 'dist'")
 
@@ -265,13 +242,13 @@ def test_existing_output_untouched_on_error(tmp_path):
     assert out.read_text() == "old"
 
 
-def test_unknown_policy():
+def test_unknown_policy(predictions_factory):
     with pytest.raises(ConfigError, match="on_parse_failure"):
-        evaluate_rows(make_rows(2), on_parse_failure="drop")
+        evaluate_rows(predictions_factory(2), on_parse_failure="drop")
 
 
-def test_js_e_relation():
-    res = evaluate_rows(make_rows(20, seed=4))
+def test_js_e_relation(predictions_factory):
+    res = evaluate_rows(predictions_factory(20, seed=4))
     # jsd_e is the natural-log distance: each item's value is the base-2 one
     # times sqrt(ln 2), so the means are too (a base mix-up breaks this)
     assert res["overall"]["jsd_e"] == pytest.approx(res["overall"]["jsd"] * math.sqrt(math.log(2)))
@@ -310,8 +287,8 @@ def test_dist_far_from_one_is_an_error(tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
-def test_pred_spread_matches_scipy_and_is_zero_for_a_constant_answer():
-    rows = make_rows(60, seed=5)
+def test_pred_spread_matches_scipy_and_is_zero_for_a_constant_answer(predictions_factory):
+    rows = predictions_factory(60, seed=5)
     rows[7]["completion"] = "no idea"  # scored as uniform: part of the spread
     res = evaluate_rows(rows)
     Q = np.array([pred_of(r) if i != 7 else [1 / 3] * 3 for i, r in enumerate(rows)])

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from shala.config import fill_defaults, load_config
-from shala.data.items import make_item
 from shala.errors import ConfigError
 from shala.prompts import render_prompt_text, response_prefix
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config([ROOT / "config.yaml"])
 
 
@@ -20,13 +19,16 @@ def _prompt(**fields):
     return fill_defaults(fields, at="datasets.x.prompt")
 
 
-def _item(dataset, labels, inputs):
-    return make_item(id="x", dataset=dataset, subset=None, inputs=inputs, labels=labels,
-                     counts=[1] * len(labels), ambiguity="entropy")
+@pytest.fixture
+def item(item_factory):
+    """Item "x" of this dataset, one vote per label."""
+    def make(dataset, labels, inputs):
+        return item_factory([1] * len(labels), labels, dataset=dataset, inputs=inputs)
+    return make
 
 
-def test_chaosnli_prompt_is_the_papers():
-    it = _item("chaosnli", ["entailment", "neutral", "contradiction"], {"premise": "P.", "hypothesis": "H."})
+def test_chaosnli_prompt_is_the_papers(item):
+    it = item("chaosnli", ["entailment", "neutral", "contradiction"], {"premise": "P.", "hypothesis": "H."})
     text = render_prompt_text(it, CONFIG["datasets"]["chaosnli"]["prompt"])
     # empty Background: the text starts at the Target Utterance
     assert text.startswith("Premise: P.\nHypothesis: H.\n\nGiven a premise and a hypothesis, predict")
@@ -36,15 +38,15 @@ def test_chaosnli_prompt_is_the_papers():
     assert "3. contradiction: the hypothesis conflicts with the premise." in text
 
 
-def test_msp_prompt_has_capitalised_keys_and_goemotions_background():
+def test_msp_prompt_has_capitalised_keys_and_goemotions_background(item):
     msp = CONFIG["datasets"]["msp_podcast"]["prompt"]
     labels = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-    text = render_prompt_text(_item("msp_podcast", labels, {"text": "hello"}), msp)
+    text = render_prompt_text(item("msp_podcast", labels, {"text": "hello"}), msp)
     assert text.startswith("Two speakers are having a conversation.\n\nhello\n\n")
     assert '{"Angry": float, "Contempt": float, "Disgust": float, "Fear": float, "Happy": float,' in text
     go = CONFIG["datasets"]["goemotions"]["prompt"]
     labels = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
-    text = render_prompt_text(_item("goemotions", labels, {"text": "wow"}), go)
+    text = render_prompt_text(item("goemotions", labels, {"text": "wow"}), go)
     assert text.startswith("This is a text comment extracted from Reddit.\n\nwow\n\nAssign a calibrated")
     assert "• joy: happiness, admiration" in text
 
@@ -56,8 +58,8 @@ def test_response_prefix():
     assert response_prefix(_prompt(response_prefix='{"x": '), labels) == '{"x": '
 
 
-def test_bad_template_names_the_field():
-    it = _item("chaosnli", ["a", "b"], {"premise": "P", "hypothesis": "H"})
+def test_bad_template_names_the_field(item):
+    it = item("chaosnli", ["a", "b"], {"premise": "P", "hypothesis": "H"})
     with pytest.raises(ConfigError, match="prompt.output"):
         render_prompt_text(it, _prompt(target="{premise}", output='{"a": float}'))
 
@@ -95,7 +97,7 @@ def _bos_tokenizer():
 
 
 @pytest.mark.parametrize("bos", [True, False])
-def test_training_and_prediction_tokenise_prompts_alike(tiny_model_dir, bos):
+def test_training_and_prediction_tokenise_prompts_alike(tiny_model_dir, bos, item):
     """One BOS in front, the same ids where TRL tokenises a string prompt
     (``processing_class(text=...)``) and where `shala predict` does."""
     from transformers import AutoTokenizer
@@ -103,7 +105,7 @@ def test_training_and_prediction_tokenise_prompts_alike(tiny_model_dir, bos):
     from shala.prompts import encode_prompt, render_prompt_string
 
     tok = _bos_tokenizer() if bos else AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    it = _item("chaosnli", ["entailment", "neutral", "contradiction"], {"premise": "P.", "hypothesis": "H."})
+    it = item("chaosnli", ["entailment", "neutral", "contradiction"], {"premise": "P.", "hypothesis": "H."})
     cfg = {**CONFIG["datasets"]["chaosnli"]["prompt"], "response_prefix": "auto", "answer_scale": 100}
     prompt = render_prompt_string(tok, it, cfg)
     trl_ids = tok(text=[prompt])["input_ids"][0]  # GRPOTrainer._tokenize_prompts, string prompts

@@ -26,7 +26,7 @@ from shala.jsonio import read_json, read_jsonl, write_jsonl
 from shala.train.device import adapt_to_device
 from shala.train.grpo import RECORDED_FIELDS, grpo_settings, run_train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["mls", "shala_no_ambi", "shala"]
 # A short prompt keeps the tiny runs fast; same structure as the real ones.
 SHORT_PROMPT = {"target": "Premise: {premise}\nHypothesis: {hypothesis}", "task": "Classes:",

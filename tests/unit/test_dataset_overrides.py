@@ -13,7 +13,7 @@ from shala.errors import ConfigError
 from shala.launch.disk import training_runs
 from shala.train.grpo import grpo_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import SHARED_DATA, needs_shared_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args, cwd=ROOT):

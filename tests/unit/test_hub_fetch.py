@@ -225,7 +225,7 @@ def test_cli_fetch_model(tmp_path, mirror, capsys):
     from shala.cli import main
 
     root, _ = mirror
-    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    base = yaml.safe_load((Path(__file__).resolve().parents[2] / "config.yaml").read_text())
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(base | {"model_mirror": str(root), "model": _cfg(dtype="float32")}))
     out = tmp_path / "base" / "Qwen--Tiny-Omni-thinker"
@@ -246,7 +246,7 @@ def test_fetch_model_rule_runs_locally_under_the_slurm_executor(tmp_path, mirror
 
     pytest.importorskip("snakemake_executor_plugin_slurm")
     root, _ = mirror
-    repo_root = Path(__file__).resolve().parents[1]
+    repo_root = Path(__file__).resolve().parents[2]
     bin_dir = Path(sys.executable).parent
     res = tmp_path / "res"
     overlay = tmp_path / "o.yaml"

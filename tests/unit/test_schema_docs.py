@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "src" / "shala" / "schemas" / "config.schema.json").read_text(encoding="utf-8"))
 README = ROOT / "config" / "README.md"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, needs_shared_data
-from shala.data.items import make_item
 from shala.errors import ConfigError, InputError
 from shala.evaluation.evaluate import run_evaluate
 from shala.evaluation.reference import REFERENCE_PREDICTORS, run_reference
@@ -19,24 +18,18 @@ CHAOSNLI = SHARED_DATA / "chaosnli"  # ../shared/data
 NLI = ["entailment", "neutral", "contradiction"]
 
 
-def item(id, counts, split, labels=("a", "b", "c"), dataset="toy"):
-    it = make_item(id=id, dataset=dataset, subset=None, inputs={"text": id}, labels=list(labels),
-                   counts=counts, ambiguity="entropy")
-    it["split"] = split
-    return it
-
-
 def write_split(d: Path, split: str, items):
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{split}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
 
 
 @pytest.fixture
-def data_dir(tmp_path):
+def data_dir(tmp_path, item_factory):
     d = tmp_path / "data"
-    write_split(d, "train", [item("t1", [4, 0, 0], "train"), item("t2", [1, 1, 0], "train"),
-                             item("t3", [0, 1, 3], "train")])
-    write_split(d, "test", [item("x1", [1, 2, 1], "test"), item("x2", [2, 2, 0], "test")])
+    write_split(d, "train", [item_factory(counts, id=id, split="train")
+                             for id, counts in (("t1", [4, 0, 0]), ("t2", [1, 1, 0]), ("t3", [0, 1, 3]))])
+    write_split(d, "test", [item_factory(counts, id=id, split="test")
+                            for id, counts in (("x1", [1, 2, 1]), ("x2", [2, 2, 0]))])
     return d
 
 
@@ -101,14 +94,20 @@ def test_old_labels_rejects_other_datasets(data_dir, tmp_path):
 needs_chaosnli = needs_shared_data("chaosnli", "chaosNLI_snli.jsonl")
 
 
+@pytest.fixture
+def chaos_item(item_factory):
+    """A ChaosNLI item (NLI labels) with these counts."""
+    return lambda counts, **fields: item_factory(counts, NLI, dataset="chaosnli", **fields)
+
+
 @needs_chaosnli
-def test_old_labels_real_chaosnli(tmp_path):
+def test_old_labels_real_chaosnli(tmp_path, chaos_item):
     d = tmp_path / "chaos"
     # real uids; the 100-vote counts are from the files, the old votes are
     # [n, n, n, e, e] for the SNLI item
-    test_items = [item("2407214681.jpg#0r1n", [30, 70, 0], "test", NLI, "chaosnli"),
-                  item("50830c", [12, 68, 20], "test", NLI, "chaosnli")]
-    write_split(d, "train", [item("t", [1, 0, 0], "train", NLI, "chaosnli")])
+    test_items = [chaos_item([30, 70, 0], id="2407214681.jpg#0r1n", split="test"),
+                  chaos_item([12, 68, 20], id="50830c", split="test")]
+    write_split(d, "train", [chaos_item([1, 0, 0], id="t", split="train")])
     write_split(d, "test", test_items)
     out = tmp_path / "old.jsonl"
     assert run_reference("old_labels", d, "test", out, source=CHAOSNLI) == 2
@@ -122,10 +121,10 @@ def test_old_labels_real_chaosnli(tmp_path):
 
 
 @needs_chaosnli
-def test_old_labels_unknown_id_and_missing_source(tmp_path):
+def test_old_labels_unknown_id_and_missing_source(tmp_path, chaos_item):
     d = tmp_path / "chaos"
-    write_split(d, "train", [item("t", [1, 0, 0], "train", NLI, "chaosnli")])
-    write_split(d, "test", [item("no-such-uid", [1, 0, 0], "test", NLI, "chaosnli")])
+    write_split(d, "train", [chaos_item([1, 0, 0], id="t", split="train")])
+    write_split(d, "test", [chaos_item([1, 0, 0], id="no-such-uid", split="test")])
     with pytest.raises(InputError, match="no-such-uid"):
         run_reference("old_labels", d, "test", tmp_path / "o.jsonl", source=CHAOSNLI)
     with pytest.raises(ConfigError, match="source"):

@@ -17,7 +17,7 @@ from shala.launch.fit import DS_CONFIG_NAME, DS_ENV, FALLBACKS, fit_to_hardware
 from shala.launch.gpu_memory import GIB
 from shala.launch.launch_check import accelerate_launch_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ACC = "config/accelerate_zero3.yaml"
 
 

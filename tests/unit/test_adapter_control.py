@@ -18,7 +18,7 @@ from shala.data.adapters import ADAPTERS, control
 from shala.data.items import ENTROPY_LEVELS, normalised_entropy
 from shala.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHALA = Path(sys.executable).parent / "shala"
 CMD = [str(SHALA)] if SHALA.exists() else [sys.executable, "-m", "shala"]
 LABELS = ["red", "green", "blue"]

@@ -17,7 +17,7 @@ from shala.launch.launch_check import check_launch_config
 from shala.launch.model_shape import ModelShape, count_parameters
 from shala.launch.preflight import EXIT_DOES_NOT_FIT, EXIT_OK, EXIT_PROBLEMS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ACC = "config/accelerate_zero3.yaml"
 
 
@@ -178,7 +178,7 @@ def test_ds_json_problems_are_named(in_repo, tmp_path, paper_config):
 
 def _preflight(capsys, *args):
     """The CLI's exit status and report; disk is checked against a large
-    --free-disk unless given (tests/test_disk.py checks the disk)."""
+    --free-disk unless given (tests/unit/test_disk.py checks the disk)."""
     disk = [] if "--free-disk" in args else ["--free-disk", "100000"]
     with pytest.raises(SystemExit) as exc:
         main(["preflight", "--config", str(ROOT / "config.yaml"), *args, *disk])

@@ -18,12 +18,12 @@ import yaml
 
 from conftest import SHARED_DATA, needs_shared_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
 MODEL_JOBS = {"fetch_data", "prepare", "base_model", "warmup_sft"}
 
 
-def _smk(*args):
+def smk(*args):
     # the rules call `shala`: the venv's bin folder must be on PATH
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run([SNAKEMAKE, *args], capture_output=True, text=True, cwd=ROOT, timeout=1200, env=env)
@@ -39,7 +39,7 @@ def _planned(overlay_dir: Path, base: dict, edit: dict | None = None) -> dict[st
         node[last] = value
     f = overlay_dir / f"edit{len(list(overlay_dir.glob('edit*')))}.yaml"
     f.write_text(yaml.safe_dump(cfg))
-    r = _smk("-n", "--cores", "2", "--configfile", str(f))
+    r = smk("-n", "--cores", "2", "--configfile", str(f))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stdout + r.stderr and "Exception" not in r.stdout + r.stderr
     if "Nothing to be done" in r.stdout + r.stderr:
@@ -69,7 +69,7 @@ def complete_run(tmp_path_factory, tiny_model_dir):
     }
     f = work / "base.yaml"
     f.write_text(yaml.safe_dump(base))
-    r = _smk("--cores", "2", "--configfile", str(f))
+    r = smk("--cores", "2", "--configfile", str(f))
     assert r.returncode == 0, r.stderr[-4000:]
     return work, base
 
@@ -107,6 +107,6 @@ def test_one_method_override_reruns_that_method_only(complete_run):
 
 @needs_shared_data("chaosnli")
 def test_batch_size_edit_reruns_nothing(complete_run):
-    """Greedy predictions do not depend on the batch size (tests/test_predict.py)."""
+    """Greedy predictions do not depend on the batch size (tests/unit/test_predict.py)."""
     work, base = complete_run
     assert _planned(work, base, {"evaluation.batch_size": 4}) == {}

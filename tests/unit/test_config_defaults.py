@@ -15,7 +15,7 @@ from snakemake.utils import validate as snakemake_validate
 from shala.config import SCHEMA_PATH, deep_merge, fill_defaults, load_config, schema
 from shala.report.load import load_report_config, settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETUPS = [["config.yaml"], ["config.yaml", "config/demo.yaml"],
           ["config.yaml", "config/demo.yaml", "config/replication.yaml"],
           ["config.yaml", "config/byod.yaml"]]

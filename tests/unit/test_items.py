@@ -6,19 +6,22 @@ import numpy as np
 import pytest
 
 from shala.data.items import (ambiguity_by_active, ambiguity_by_entropy, assign_splits, compute_stats,
-                              make_item, normalised_entropy, split_sizes)
+                              normalised_entropy, split_sizes)
 from shala.errors import InputError
 
 LABELS = ["a", "b", "c"]
 
 
-def _item(counts, i=0, amb="entropy", subset=None):
-    return make_item(id=f"x{i}", dataset="d", subset=subset, inputs={"text": "t"}, labels=LABELS,
-                     counts=counts, ambiguity=amb)
+@pytest.fixture
+def item(item_factory):
+    """Item ``x{i}`` of dataset "d" with these counts."""
+    def make(counts, i=0, subset=None):
+        return item_factory(counts, LABELS, id=f"x{i}", dataset="d", subset=subset, inputs={"text": "t"})
+    return make
 
 
-def test_make_item_fields():
-    it = _item([30, 70, 0])
+def test_make_item_fields(item):
+    it = item([30, 70, 0])
     assert it["dist"] == [0.3, 0.7, 0.0]
     assert it["majority"] == "b"
     assert it["n_annotators"] == 100
@@ -28,9 +31,9 @@ def test_make_item_fields():
     assert it["ambiguity"] == "medium"  # 0.5558...
 
 
-def test_majority_tie_goes_to_first_class():
-    assert _item([0, 5, 5])["majority"] == "b"
-    assert _item([4, 4, 4])["majority"] == "a"
+def test_majority_tie_goes_to_first_class(item):
+    assert item([0, 5, 5])["majority"] == "b"
+    assert item([4, 4, 4])["majority"] == "a"
 
 
 def test_entropy_edges():
@@ -44,13 +47,13 @@ def test_entropy_edges():
     assert [ambiguity_by_active(n) for n in (1, 2, 3, 4, 7)] == ["1", "2", "3", "4+", "4+"]
 
 
-def test_zero_votes_and_bad_counts_are_errors():
+def test_zero_votes_and_bad_counts_are_errors(item):
     with pytest.raises(InputError, match="zero votes"):
-        _item([0, 0, 0])
+        item([0, 0, 0])
     with pytest.raises(InputError, match="field 'counts'"):
-        _item([1, -1, 3])
+        item([1, -1, 3])
     with pytest.raises(InputError, match="2 counts for 3 labels"):
-        _item([1, 2])
+        item([1, 2])
 
 
 @pytest.mark.parametrize("n,ft,fv,expected", [
@@ -63,8 +66,8 @@ def test_split_sizes(n, ft, fv, expected):
     assert split_sizes(n, ft, fv) == expected
 
 
-def test_assign_splits_seeded_and_complete():
-    items = [_item([1, 2, 3], i) for i in range(50)]
+def test_assign_splits_seeded_and_complete(item):
+    items = [item([1, 2, 3], i) for i in range(50)]
     a = [it["split"] for it in assign_splits([dict(it) for it in items], 0.6, 0.2, seed=0)]
     b = [it["split"] for it in assign_splits([dict(it) for it in items], 0.6, 0.2, seed=0)]
     c = [it["split"] for it in assign_splits([dict(it) for it in items], 0.6, 0.2, seed=1)]
@@ -76,8 +79,8 @@ def test_assign_splits_seeded_and_complete():
     assert a[perm[0]] == "train" and a[perm[-1]] == "test"
 
 
-def test_stats_counts():
-    items = [_item([9, 1, 0], 0, subset="s1"), _item([1, 9, 0], 1, subset="s2"), _item([3, 3, 4], 2, subset="s2")]
+def test_stats_counts(item):
+    items = [item([9, 1, 0], 0, subset="s1"), item([1, 9, 0], 1, subset="s2"), item([3, 3, 4], 2, subset="s2")]
     for it, s in zip(items, ["train", "validation", "test"]):
         it["split"] = s
     st = compute_stats("d", items, ("low", "medium", "high"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import SHARED_DATA, needs_shared_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBS = {"torch", "transformers", "trl", "datasets", "accelerate", "peft", "deepspeed", "gguf", "safetensors"}
 MODEL_RULES = {"base_model", "fetch_model", "warmup_sft", "train", "predict"}
 # runs `shala ARGS` with every model library unimportable, as in envs/light.yaml

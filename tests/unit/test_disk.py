@@ -14,7 +14,7 @@ from shala.launch.disk import check_disk, existing_parent, run_checkpoints, trai
 from shala.launch.gpu_memory import GIB
 from shala.launch.model_shape import count_parameters, shipped_config_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
