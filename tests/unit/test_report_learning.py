@@ -21,7 +21,8 @@ def _reader(dist, rng, i):
 RUNS = {
     "ref_prior": lambda dist, rng, i: PRIOR,
     "zs": lambda dist, rng, i: np.full(dist.size, 1 / dist.size),
-    "mls": lambda dist, rng, i: np.eye(dist.size)[int(np.argmax(dist))] * 0.9 + 0.1 / dist.size,
+    # seed-dependent (rng), so pairing with the same seed differs from the seed mean
+    "mls": lambda dist, rng, i: np.eye(dist.size)[int(np.argmax(dist))] * 0.9 + 0.1 * rng.dirichlet(np.ones(dist.size)),
     "shala": _reader,
     "stuck": lambda dist, rng, i: PRIOR + 0.001 * i / 40,  # one answer: does not read the items
 }
@@ -80,6 +81,18 @@ def test_paired_difference_matches_the_items_files(learned):
         row = table[(table["method"] == "shala") & (table["seed"] == seed)].iloc[0]
         assert row["diff_ref_prior"] == pytest.approx(want, abs=1e-6)
         assert row["ci_lo_ref_prior"] - 1e-6 <= want <= row["ci_hi_ref_prior"] + 1e-6
+
+
+def test_against_mls_pairs_the_same_seed(learned):
+    root, _, table = learned
+    read = lambda run, seed: pd.read_csv(root / f"metrics/control/{run}/seed{seed}/test.items.csv",  # noqa: E731
+                                         dtype={"id": str}).set_index("id")["jsd"]
+    for seed in SEEDS:
+        own, mls = read("shala", seed), read("mls", seed)
+        seed_mean = pd.concat([read("mls", s) for s in SEEDS], axis=1).mean(axis=1)
+        row = table[(table["method"] == "shala") & (table["seed"] == seed)].iloc[0]
+        assert row["diff_mls"] == pytest.approx(float(np.mean(own - mls.loc[own.index])), abs=1e-6)
+        assert row["diff_mls"] != pytest.approx(float(np.mean(own - seed_mean.loc[own.index])), abs=1e-6)
 
 
 def test_reads_the_items_verdict(learned):

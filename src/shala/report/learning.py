@@ -17,7 +17,8 @@ Two tables, ``learning.csv`` (one row per dataset × trained method × seed):
   ``p_majority`` (the probability given to the majority class: where ``mls``
   moves) and
   the paired per-item JSD difference against ``ref_prior``, ``mls`` and
-  ``zs`` (same items; bootstrap 95% interval, as in :mod:`.paired`).
+  ``zs`` (same items; bootstrap 95% interval, as in :mod:`.paired`), against
+  the same seed of ``mls``: "below mls on 2 of 3 seeds" is a per-seed count.
 
 A run *reads the items* on a seed when ``pred_spread`` ≥
 :data:`MIN_SPREAD` and its JSD is below ``ref_prior``'s with the paired
@@ -87,7 +88,7 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
     for ds in sorted(overall["dataset"].unique()):
         runs = run_order(list(overall.loc[overall["dataset"] == ds, "run"].unique()), config)
         per_item = items[items["dataset"] == ds]
-        base = {b: per_item[per_item["run"] == b].groupby("id")["jsd"].mean() for b in AGAINST}
+        base = {b: per_item[per_item["run"] == b] for b in AGAINST}
         for method in (r for r in runs if is_trained(r, config)):
             for seed in sorted(overall.loc[(overall["dataset"] == ds) & (overall["run"] == method), "seed"]):
                 m = overall[(overall["dataset"] == ds) & (overall["run"] == method) & (overall["seed"] == seed)]
@@ -99,7 +100,7 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
                 for b in AGAINST:
                     if b == method or base[b].empty or own.empty:
                         continue
-                    both = pd.concat([own.astype(float), base[b].astype(float)], axis=1, join="inner").sort_index()
+                    both = pd.concat([own.astype(float), _against(base[b], seed)], axis=1, join="inner").sort_index()
                     res = paired_test(both.iloc[:, 0], both.iloc[:, 1], n_boot=N_BOOT)
                     row.update({f"diff_{b}": res.mean_diff, f"ci_lo_{b}": res.ci_lo, f"ci_hi_{b}": res.ci_hi})
                 hi = row.get("ci_hi_ref_prior")
@@ -107,6 +108,14 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
                                       if hi is not None else None)
                 rows.append(row)
     return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
+
+
+def _against(scores: pd.DataFrame, seed: int) -> pd.Series:
+    """A comparison run's per-item JSD for this seed: the same seed's where
+    it has one (a trained ``mls`` of seed 1 against ``shala`` of seed 1), else
+    its mean over seeds (``zs`` and ``ref_*`` do not depend on the seed)."""
+    same = scores[scores["seed"] == seed]
+    return (same if not same.empty else scores).groupby("id")["jsd"].mean().astype(float)
 
 
 def _f(x: Any, fmt: str = ".3f") -> str:
