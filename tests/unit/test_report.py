@@ -347,6 +347,23 @@ def test_claims_support_and_refute_constructed_metrics(tmp_path, build_tree, wri
     assert c3.verdict == "cannot tell" and "holds one prompt" in c3.reason
 
 
+@pytest.mark.parametrize("weighted_better", [True, False])
+def test_claim3_on_the_batch_pair_alone(tmp_path, build_tree, write_runs, weighted_better):
+    # the replication's pair: shala_batch vs shala_no_ambi_batch, both batch-scaled with 2 prompts per
+    # generation batch, and no shala_no_ambi run: the claim is judged on that pair's paired test
+    good, bad = (lambda d, rng, i: 0.95 * d + 0.05 / d.size), _weighted(0.6)
+    runs = {"zs": _weighted(0.3), "mls": _collapse, "shala_batch": good if weighted_better else bad,
+            "shala_no_ambi_batch": bad if weighted_better else good}
+    metrics = build_tree(tmp_path, datasets={"chaosnli": CLAIM_DATA["chaosnli"]}, runs=runs, seeds=(0,))
+    recs = write_runs(tmp_path, ["chaosnli"], ["mls", "shala_batch", "shala_no_ambi_batch"], seeds=(0,),
+                      scale={"shala_batch": "batch", "shala_no_ambi_batch": "batch"})
+    run_report(metrics, tmp_path / "r", runs=recs, config={"run_methods": list(runs)})
+    c3 = pd.read_csv(tmp_path / "r" / "claims.csv", keep_default_na=False).set_index(["claim", "dataset"]).loc[
+        (3, "chaosnli")]
+    assert c3.verdict == ("supports" if weighted_better else "refutes")
+    assert "shala_batch (scale_rewards: batch) vs shala_no_ambi_batch" in c3.text
+
+
 def test_parse_flagged_zs_is_never_best_and_constant_answer_is_flagged(tmp_path, build_tree):
     # near-uniform annotators: the uniform fallback of a failed parse has the lowest JSD
     data = {"flat": (NLI, (None,), "entropy", 100)}

@@ -178,13 +178,20 @@ def claim2(f: Facts, ds: str) -> Finding:
 
 
 def claim3(f: Facts, ds: str) -> Finding:
-    variants = [v for v in ("shala", "shala_batch") if f.has(ds, v)]
-    if not f.has(ds, "shala_no_ambi") or not variants:
-        return Finding(3, ds, "cannot tell", "needs shala_no_ambi and shala or shala_batch", "")
+    # each weighted run against the run that differs from it only in the
+    # weight: shala_batch against shala_no_ambi_batch where it ran (else
+    # shala_no_ambi), shala against shala_no_ambi
+    baseline = {}
+    if f.has(ds, "shala") and f.has(ds, "shala_no_ambi"):
+        baseline["shala"] = "shala_no_ambi"
+    nb = next((b for b in ("shala_no_ambi_batch", "shala_no_ambi") if f.has(ds, b)), None)
+    if f.has(ds, "shala_batch") and nb:
+        baseline["shala_batch"] = nb
+    if not baseline:
+        return Finding(3, ds, "cannot tell", "needs shala_batch with shala_no_ambi_batch, or shala with "
+                       "shala_no_ambi", "")
+    variants = list(baseline)
     parts, results, unknown = [], {}, []
-    # the fair pair for a batch-scaled run differs from it only in the weight
-    baseline = {v: "shala_no_ambi_batch" if v == "shala_batch" and f.has(ds, "shala_no_ambi_batch")
-                else "shala_no_ambi" for v in variants}
     for v in variants:
         why = f.unjudgeable(ds, v, baseline[v])
         if why:
@@ -200,7 +207,7 @@ def claim3(f: Facts, ds: str) -> Finding:
         text += f" Paper: JSD {pn['jsd']:.3f} (shala_no_ambi) → {pa['jsd']:.3f} (shala)."
     text += (" Under scale_rewards=group the weight H̃(p) multiplies every rollout of a group and cancels in the "
              "group-normalised advantage (docs/design.md §5); only a batch-scaled run (shala_batch) tests it.")
-    text += f.spread_notes(ds, variants + ["shala_no_ambi"])
+    text += f.spread_notes(ds, variants + sorted(set(baseline.values())))
     primary = next((v for v in ("shala_batch", "shala") if v in results and results[v][1] != "group"), None)
     if primary is None:
         reason = "; ".join(unknown) or ("under scale_rewards=group the weight cancels, so shala vs shala_no_ambi "
