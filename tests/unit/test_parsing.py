@@ -182,12 +182,10 @@ def _unbounded_objects(text):
         except (json.JSONDecodeError, RecursionError, ValueError):
             i += 1
             continue
-        if isinstance(obj, dict):
-            stack = [obj]
-            while stack:
-                o = stack.pop(0)
-                found.append(o)
-                stack.extend(v for v in o.values() if isinstance(v, dict))
+        level = [obj] if isinstance(obj, dict) else []
+        while level:  # breadth first, one nesting level at a time
+            found.extend(level)
+            level = [v for o in level for v in o.values() if isinstance(v, dict)]
         i = end
     return found
 
