@@ -12,6 +12,7 @@ from snakemake.utils import validate
 from shala.evaluation.reference import REFERENCE_PREDICTORS, applies_to
 from shala.launch.launcher import launcher_command
 from shala.config import available_datasets, check_registries, dataset_methods
+from shala.report.load import is_trained as run_is_trained
 
 
 # fills the schema's defaults into config, as shala.config.validate does for the CLI
@@ -91,7 +92,7 @@ METHODS = config["run_methods"]
 
 
 def is_trained(method):
-    return config["methods"][method]["trainer"] != "none"
+    return run_is_trained(method, config)
 
 
 def method_seeds(method):
