@@ -61,6 +61,23 @@ def needs_shared_data(*parts: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(why is not None, reason=why or "")
 
 
+def write_nli_train(d: Path, n: int = 8) -> Path:
+    """``d/train.jsonl``: ``n`` ChaosNLI-like items with one annotator
+    distribution (H~ = 0.94), so an SFT target is a single string the tiny
+    model learns quickly. Returns ``d``."""
+    from shala.data.items import make_item
+    from shala.jsonio import write_jsonl
+
+    items = [make_item(id=f"i{k}", dataset="chaosnli", subset="snli",
+                       inputs={"premise": f"A man {k}", "hypothesis": "A person"},
+                       labels=["entailment", "neutral", "contradiction"], counts=[5, 3, 2],
+                       ambiguity="entropy") for k in range(n)]
+    for it in items:
+        it["split"] = "train"
+    write_jsonl(d / "train.jsonl", items)
+    return d
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The ``../shared/data`` folder; skips the test where it is absent."""

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import SHARED_DATA, needs_shared_data, write_nli_train
 from shala.config import fill_defaults, load_config
-from shala.data.items import make_item
 from shala.errors import ConfigError
 from shala.jsonio import read_json, read_jsonl, write_jsonl
 from shala.train.device import adapt_to_device
@@ -52,15 +51,7 @@ def cfg():
 def data_dir(tmp_path_factory):
     """Eight ChaosNLI-like items with one annotator distribution (H~ = 0.94),
     so the SFT target is a single string the tiny model learns quickly."""
-    d = tmp_path_factory.mktemp("data")
-    items = [make_item(id=f"i{k}", dataset="chaosnli", subset="snli",
-                       inputs={"premise": f"A man {k}", "hypothesis": "A person"},
-                       labels=["entailment", "neutral", "contradiction"], counts=[5, 3, 2],
-                       ambiguity="entropy") for k in range(8)]
-    for it in items:
-        it["split"] = "train"
-    write_jsonl(d / "train.jsonl", items)
-    return d
+    return write_nli_train(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

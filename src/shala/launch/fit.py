@@ -65,7 +65,7 @@ from typing import Any
 
 from ..errors import ConfigError, ShalaError
 from ..jsonio import write_json
-from .gpu_memory import GIB, HEADROOM, Estimate, Setup, estimate_memory, fits_in, setup_for
+from .gpu_memory import GIB, HEADROOM, Estimate, Setup, estimate_memory, fits_in, peft_setup, setup_for
 from .launch_check import LaunchCheck, check_ds_values, first_line
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
@@ -271,6 +271,7 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none",
                       freeze_towers=bool(config["training"]["freeze_unused_towers"]), generation=generation)
+    setup = peft_setup(setup, config["training"]["peft"])  # LoRA: frozen bf16 base, adapters train
     choice = choose(shape, setup, mem, mode=mode, generation=generation, has_ds_file=bool(ds_path))
     if not choice.fits:
         tried = ", ".join(f"{name} {gib:.1f} GiB" for name, gib in choice.tried)

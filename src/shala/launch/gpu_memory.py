@@ -46,6 +46,16 @@ torch's foreach AdamW allocates at the step, when everything else is live
 (measured on an H200: step peak = static + gradients + 4 B × P); no gather;
 activations, KV cache and overhead as above.
 
+With LoRA (``training.peft.enabled``, one process; A = adapter parameters,
+r × (in + out) of every adapted linear layer of the language model: q, k,
+v, o, gate, up, down with "all-linear", the query width taken as h): the
+frozen base in bf16, 2 B × P; the adapters in fp32 with their fp32
+gradients, Adam m and v and the step's scratch, 20 B × A; activations as
+above plus the adapters' dropout copies of their inputs, 2 B·(7h + i) per
+token for one layer with checkpointing (L layers without; not measured);
+KV cache and overhead as above. No optimizer state for the base, which is
+why a model whose full fine-tune needs two 141 GB GPUs trains on one.
+
 The total is their sum. It counts activations on top of the generation
 gather although the two are not live at the same time, so it errs high by
 the smaller of them (with activation checkpointing, the activations:
@@ -89,6 +99,8 @@ class Setup:
     gradient_checkpointing: bool = True
     gather_for_generation: bool = True  # TRL ds3_gather_for_generation
     overhead_gib: float = OVERHEAD_GIB
+    lora_r: int | None = None           # training.peft.r when LoRA is enabled, else None (full fine-tune)
+    lora_targets: str | tuple[str, ...] = "all-linear"
 
 
 @dataclass
@@ -117,13 +129,46 @@ def billions(n: float) -> str:
     return f"{n / 1e9:.3f}B" if n >= 1e8 else f"{n / 1e6:.3f}M"
 
 
+LORA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def lora_params(shape: ModelShape, r: int, targets: str | tuple[str, ...] = "all-linear") -> int:
+    """Adapter parameters of rank ``r`` on the language model's linear layers
+    (module doc; a target list counts the names of :data:`LORA_LINEARS` in it)."""
+    h, i, kv = shape.hidden, shape.intermediate, shape.kv_heads * shape.head_dim
+    sizes = {"q_proj": h + h, "k_proj": h + kv, "v_proj": h + kv, "o_proj": h + h,
+             "gate_proj": h + i, "up_proj": h + i, "down_proj": i + h}
+    names = LORA_LINEARS if targets == "all-linear" else [t for t in targets if t in sizes]
+    return shape.layers * r * sum(sizes[n] for n in names)
+
+
+def with_lora(setup: Setup, r: int, targets: str | tuple[str, ...] = "all-linear") -> Setup:
+    """``setup`` with LoRA adapters of rank ``r`` (one plain process: LoRA's point is not to need DeepSpeed)."""
+    return dataclasses.replace(setup, lora_r=r, lora_targets=targets, deepspeed=False)
+
+
+def peft_setup(setup: Setup, peft: dict[str, Any], enabled: bool | None = None) -> Setup:
+    """``setup`` as config ``training.peft`` trains it: with LoRA when
+    ``enabled`` (default: ``peft['enabled']``), unchanged otherwise."""
+    if not (peft["enabled"] if enabled is None else enabled):
+        return setup
+    target = peft["target_modules"]
+    return with_lora(setup, int(peft["r"]), target if isinstance(target, str) else tuple(target))
+
+
 def estimate_memory(shape: ModelShape, setup: Setup) -> Estimate:
     """Per-GPU bytes by component (module doc, "Memory model")."""
     p, t, n = shape.total, shape.trainable(setup.freeze_towers), max(setup.gpus, 1)
     s = setup.zero_stage if setup.deepspeed else 0
     lines: list[Line] = []
     host = 0.0
-    if setup.deepspeed:
+    lora = setup.lora_r is not None
+    if lora:
+        a = lora_params(shape, setup.lora_r, setup.lora_targets)
+        lines.append(Line("weights (bf16, frozen base)", 2 * p, f"2 B x {billions(p)}"))
+        lines.append(Line(f"LoRA adapters r={setup.lora_r} (fp32 weights, grads, Adam m, v, scratch)", 20 * a,
+                          f"20 B x {billions(a)}"))
+    elif setup.deepspeed:
         wn = n if s == 3 else 1
         if s == 3 and setup.offload_param:
             lines.append(Line("weights (bf16, offloaded to CPU)", 0, "0 (offload_param)"))
@@ -162,6 +207,11 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> Estimate:
         formula = (f"{setup.batch} x {seq} tok x 2 B x L*(12h + 4i) = {tokens} x 2 x "
                    f"{L}*(12*{h} + 4*{i}), no checkpointing")
     lines.append(Line("activations (bf16, one micro-batch)", tokens * per_token, formula))
+    if lora:
+        per_layer = 2 * (7 * h + i)
+        k = 1 if setup.gradient_checkpointing else L
+        lines.append(Line("LoRA dropout copies of adapter inputs (bf16)", tokens * per_layer * k,
+                          f"{tokens} tok x 2 B x (7h + i) x {k} layer(s)"))
     gen_seqs = setup.batch * setup.generation_steps
     kv = gen_seqs * seq * L * 2 * shape.kv_heads * shape.head_dim * 2
     lines.append(Line("generation KV cache (bf16)", kv,

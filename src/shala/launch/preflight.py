@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from .disk import check_disk
 from .fit import FALLBACKS, choose, describe, fit_mode
 from .gpu_memory import (GIB, HEADROOM, PROMPT_TOKENS, Estimate, Setup, billions, estimate_memory, fits_in, setup_for,
-                         suggestions)
+                         peft_setup, suggestions)
 from .launch_check import check_launch_config
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
@@ -128,6 +128,9 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none", freeze_towers=freeze,
                       prompt_tokens=prompt_tokens)
+    peft = training["peft"]
+    full_setup, lora_setup = setup, peft_setup(setup, peft, enabled=True)
+    setup = peft_setup(setup, peft)
     est = estimate_memory(shape, setup)
 
     say(f"shala preflight: {n} GPU(s) ({n_from}), "
@@ -159,9 +162,12 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
         f"{setup.completion_tokens} completion) tokens, {setup.generation_steps} micro-batch(es) per "
         f"generation, activation checkpointing {'on' if setup.gradient_checkpointing else 'off'}")
     say()
-    _table(say, est, mem, "per-GPU memory estimate (GiB = 2^30 bytes):")
+    _table(say, est, mem, "per-GPU memory estimate (GiB = 2^30 bytes)"
+           + (f", LoRA r={peft['r']} (training.peft):" if peft["enabled"] else ", full fine-tune:"))
     for note in notes:
         say(f"note: {note}")
+    say()
+    _compare(say, shape, full_setup, lora_setup, mem, peft)
     say()
     rc = _memory_verdict(say, shape, setup, est, mem, mode, launch.ds_config_file)
 
@@ -181,6 +187,29 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
         say(f"launch config: {len(launch.problems)} problem(s), see above")
         rc = EXIT_PROBLEMS
     return rc
+
+
+def _compare(say, shape: ModelShape, full: Setup, lora: Setup, mem: float | None, peft: dict[str, Any]) -> None:
+    """Full fine-tune beside LoRA (training.peft), and which of them fits."""
+    def verdict(gib: float) -> str:
+        return "" if mem is None else ("  fits" if fits_in(gib, mem) else "  does not fit")
+
+    f_gib, l_gib = estimate_memory(shape, full).total_gib, estimate_memory(shape, lora).total_gib
+    say(f"full fine-tune vs LoRA, per GPU{f' of {mem:.1f} GiB' if mem is not None else ''}:")
+    say(f"  full fine-tune (the paper){'' if peft['enabled'] else ', as configured'}: {f_gib:7.2f} GiB{verdict(f_gib)}")
+    say(f"  LoRA r={peft['r']}, {peft['target_modules']} (training.peft, one process)"
+        f"{', as configured' if peft['enabled'] else ''}: {l_gib:7.2f} GiB{verdict(l_gib)}")
+    if mem is None:
+        return
+    if fits_in(l_gib, mem) and not fits_in(f_gib, mem):
+        say("  LoRA fits where the full fine-tune does not"
+            + ("" if peft["enabled"] else ": training.peft.enabled true (config/one_gpu.yaml)")
+            + "; a departure from the paper, which the report names")
+    elif not fits_in(l_gib, mem):
+        base = 2 * shape.total / GIB
+        say(f"  LoRA does not fit {mem:.1f} GiB either (needs {l_gib / (1 - HEADROOM):.1f} GiB with "
+            f"{HEADROOM:.0%} headroom; the frozen bf16 base alone is {base:.1f} GiB): a 48 GB GPU, or a smaller "
+            "training.grpo.per_device_train_batch_size / max_completion_length (activations, KV cache)")
 
 
 def _memory_verdict(say, shape: ModelShape, setup: Setup, est: Estimate, mem: float | None, mode: str,
@@ -223,7 +252,9 @@ def _memory_verdict(say, shape: ModelShape, setup: Setup, est: Estimate, mem: fl
             f"fit: none of the {len(FALLBACKS)} fallbacks applies (they need DeepSpeed: training.gpus > 1 "
             "with training.accelerate_config)" if not setup.deepspeed else
             f"fit: none of the {len(FALLBACKS)} fallbacks applies to this DeepSpeed setup")
-    say("Settings that would change that:")
-    for s in suggestions(shape, setup, mem, ds_file):
+    options = suggestions(shape, setup, mem, ds_file)
+    if options:
+        say("Settings that would change that:")
+    for s in options:
         say(f"  - {s}")
     return EXIT_DOES_NOT_FIT

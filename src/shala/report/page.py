@@ -95,6 +95,19 @@ def fit_cell(record: dict) -> str:
     return (f"{fit['fallback']}{where}" if fit.get("fallback") else f"none needed{where}")
 
 
+def lora_departures(run_records: list) -> list[str]:
+    """One line per LoRA setting the runs used (run.json key ``peft``,
+    training.peft): a departure from the paper's full fine-tune."""
+    by_setting: dict[tuple, list[str]] = {}
+    for r in run_records:
+        peft = r.data.get("peft")
+        if isinstance(peft, dict):
+            key = (peft.get("r"), peft.get("lora_alpha"), str(peft.get("target_modules")))
+            by_setting.setdefault(key, []).append(f"{r.dataset}/{r.method}/seed {r.seed}")
+    return [f"Departure from the paper: LoRA (r={r}, alpha={alpha}, {targets}) instead of the paper's full "
+            f"fine-tune (training.peft): {', '.join(runs)}.\n" for (r, alpha, targets), runs in by_setting.items()]
+
+
 def setup_md(run_records: list) -> str:
     """The training setup as the run records state it: model, prompt,
     response prefix and decoding aids, GRPO/SFT settings and the memory
@@ -120,6 +133,7 @@ def setup_md(run_records: list) -> str:
             prompts.setdefault(r.dataset, d["prompt"])
     out = ["Training runs as their run records state them (`run.json` beside each model):\n",
            "\n".join(lines) + "\n"]
+    out.extend(lora_departures(run_records))
     for ds, p in prompts.items():
         task = str(p.get("task") or "")
         kind = ("the paper's prompt (Appendix D.3)" if task.startswith(PAPER_TASK_START) or ds != "chaosnli"

@@ -23,7 +23,8 @@ Why this module exists rather than a bare TRL script:
 
 Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
 (final weights), ``checkpoints/checkpoint-N/``, ``train_log.jsonl``,
-``run.json``.
+``run.json``; with LoRA (``training.peft``, :mod:`shala.train.lora`) the
+final weights are the merged model and ``adapter/`` holds the adapters.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from ..errors import ConfigError
 from ..jsonio import dumps_line, read_jsonl, write_json
 from ..model.loading import OMNI_TOWER_PREFIXES
 from .device import apply_threads, device_name, finish_distributed, peak_gpu_memory_gib, run_settings
-from .model_setup import freeze_towers, load_for_training, model_component
+from .lora import lora_config, peft_record, save_lora
+from .model_setup import base_dtype, freeze_towers, load_for_training, model_component
 from .run_record import checkpoint_policy, clean_checkpoints, count_calls, jsonable, library_versions, zero3_status
 from .trainlog import CHECKPOINTS, append_log, checkpoint_step, last_checkpoint, prepare_log, reward_summary
 
@@ -266,12 +268,16 @@ def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
             "requested": jsonable(requested)}
 
 
-def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None) -> None:
+def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None, lora: bool = False) -> None:
     """Final weights (safetensors) + tokenizer + generation config in out_dir,
-    and an Omni ``source``'s audio feature extractor (so the result hears too)."""
+    and an Omni ``source``'s audio feature extractor (so the result hears too).
+    ``lora``: the merged model, and the adapters in ``out_dir/adapter``."""
     from ..model.audio import has_audio_tower, save_feature_extractor
 
-    trainer.save_model(str(out_dir))
+    if lora:
+        save_lora(trainer, out_dir)
+    else:
+        trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir))
         if source is not None and has_audio_tower(trainer.model):
@@ -307,7 +313,8 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     main_process = args.process_index == 0
     component = None if init_from else model_component(config, model_ref)
     model, tokenizer = load_for_training(init_from or model_ref, component=component,
-                                         freeze_towers=freeze_towers(config))
+                                         freeze_towers=freeze_towers(config),
+                                         dtype=base_dtype(config, bool(args.bf16)))
     zero3 = zero3_status(model)
     log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3 (%d elements in all, "
              "%d held here)", args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"],
@@ -338,8 +345,10 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     step_log = _step_log_callback(reward, log_path)
     trainer_cls, extra = (GRPOTrainer, {}) if audio is None else (_audio_trainer(), {"audio": audio})
     tower_calls = count_calls(model, OMNI_TOWER_PREFIXES["audio"])
+    peft_config = lora_config(config, model)
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
-                          processing_class=tokenizer, callbacks=[step_log], **extra)
+                          processing_class=tokenizer, callbacks=[step_log], peft_config=peft_config, **extra)
+    lora = peft_record(config, trainer.model) if peft_config is not None else None
     masked = None
     if constrained and config["training"]["mask_forced_tokens"]:
         masked = mask_forced_tokens(trainer, tokenizer, labels, constrained["max_digits"])
@@ -347,7 +356,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_seconds = time.perf_counter() - t_train
-    save_final(trainer, tokenizer, out_dir, source=init_from or model_ref)
+    save_final(trainer, tokenizer, out_dir, source=init_from or model_ref, lora=lora is not None)
     log.info("rank %d: audio tower ran %d times", args.process_index, tower_calls[0])
 
     steps_run = trainer.state.global_step - (resume_step or 0)
@@ -355,7 +364,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
         "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
         "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
-        "audio": audio is not None,
+        "audio": audio is not None, "peft": lora,
         "prompt": prompt_cfg, "response_prefix": sorted(set(train_ds["response_prefix"])),
         "stop_at": prompt_cfg["stop_at"], "constrained": constrained,
         "forced_tokens": ({"masked": True, **masked} if masked is not None

@@ -11,17 +11,20 @@ from pathlib import Path
 from typing import Any
 
 
-def load_for_training(ref: str | Path, component: str | None = None, freeze_towers: bool = True):
+def load_for_training(ref: str | Path, component: str | None = None, freeze_towers: bool = True,
+                      dtype: str = "float32"):
     """Model (float32, as TRL itself loads string models) and tokenizer.
 
     float32 master weights matter: at lr 1e-6 bf16 weights would swallow
-    the updates. Under DeepSpeed bf16 the engine casts. ``freeze_towers``
+    the updates. Under DeepSpeed bf16 the engine casts. ``dtype`` bfloat16:
+    the frozen base of a LoRA run (:func:`base_dtype`), whose trained
+    adapters peft keeps in float32. ``freeze_towers``
     (config ``training.freeze_unused_towers``) freezes an Omni model's audio
     and vision encoders, which text-only data never reaches.
     """
     from ..model.loading import load_model_and_tokenizer
 
-    model, tokenizer = load_model_and_tokenizer(str(ref), dtype="float32", component=component,
+    model, tokenizer = load_model_and_tokenizer(str(ref), dtype=dtype, component=component,
                                                 for_training=True, freeze_towers=freeze_towers)
     keep_used_weight_conversions(model)
     return model, tokenizer
@@ -59,3 +62,10 @@ def model_component(config: dict[str, Any], ref: str | Path) -> str | None:
         if "omni" not in model_type:
             return None
     return component
+
+
+def base_dtype(config: dict[str, Any], bf16: bool) -> str:
+    """The dtype to load the model in: bfloat16 for LoRA's frozen base when
+    training in bf16 (``training.peft.enabled``; the memory estimate counts
+    it so), float32 master weights otherwise."""
+    return "bfloat16" if config["training"]["peft"]["enabled"] and bf16 else "float32"

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "shala")
+LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "peft", "shala")
 
 
 def library_versions() -> dict[str, str | None]:

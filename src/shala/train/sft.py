@@ -37,7 +37,8 @@ from ..errors import ConfigError
 from ..jsonio import write_json
 from .device import apply_threads, cuda_available, device_name, finish_distributed, peak_gpu_memory_gib, run_settings
 from .grpo import RUN_RECORD, load_train_items, method_spec, prompt_config
-from .model_setup import freeze_towers, load_for_training, model_component
+from .lora import lora_config, peft_record, save_lora
+from .model_setup import base_dtype, freeze_towers, load_for_training, model_component
 from .run_record import checkpoint_policy, clean_checkpoints, jsonable, library_versions, zero3_status
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     prompt_cfg = prompt_config(config, dataset)
     items = load_train_items(data_dir)
     component = model_component(config, model_ref)
-    model, tokenizer = load_for_training(model_ref, component=component, freeze_towers=freeze_towers(config))
+    model, tokenizer = load_for_training(model_ref, component=component, freeze_towers=freeze_towers(config),
+                                         dtype=base_dtype(config, bool(args.bf16)))
     zero3 = zero3_status(model)
     log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3",
              args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"])
@@ -144,18 +146,24 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     if audio_in_play(config["datasets"][dataset], model, items):
         notes = [*notes, "SFT saw the transcripts only (no audio path in SFTTrainer)"]
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer)
+    peft_config = lora_config(config, model)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                         peft_config=peft_config)
+    lora = peft_record(config, trainer.model) if peft_config is not None else None
     t_train = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t_train
-    trainer.save_model(str(out_dir))
+    if lora is not None:  # the merged model here, the adapters in out_dir/adapter
+        save_lora(trainer, out_dir)
+    else:
+        trainer.save_model(str(out_dir))
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     full = jsonable(args.to_dict())
     steps = trainer.state.global_step
     record = {
         "kind": "sft", "dataset": dataset, "method": method or "warmup_sft", "seed": seed,
         "model_ref": str(model_ref), "component": component, "data_dir": str(data_dir),
-        "n_train_items": len(train_ds), "target_digits": SFT_TARGET_DIGITS,
+        "n_train_items": len(train_ds), "target_digits": SFT_TARGET_DIGITS, "peft": lora,
         "prompt": prompt_cfg,
         "response_prefix": sorted({response_prefix(prompt_cfg, it["labels"]) for it in items}),
         "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
