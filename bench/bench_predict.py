@@ -48,7 +48,7 @@ def main() -> None:
     import torch
 
     from shala.config import load_config
-    from shala.evaluation.predict import generate
+    from shala.model.engines import generate
     from shala.model.loading import base_model_name, fetch_model, load_model_and_tokenizer
     from shala.parsing import parse_distribution
     from shala.prompts import render_messages

@@ -11,7 +11,12 @@ measurement, so a time-out keeps what was done):
 - (c) `shala predict`-like greedy throughput, items/s at batch 16 and 64
   (256-token prompts, 128 new tokens forced), against the HBM-bandwidth
   bound of decoding: each decode step reads every weight once, so a step
-  takes at least bytes(weights) / bandwidth; the arithmetic is printed.
+  takes at least bytes(weights) / bandwidth; the arithmetic is printed;
+- (c, engines) greedy decoding at the rollout shape (16 x 256 prompt tokens,
+  128 new) under each engine of shala.model.engines: HF ``generate`` and
+  transformers' continuous batching (``generate_batch``), tokens/s and the
+  fraction of the same bound; vLLM's reason when it cannot run. An engine
+  that fails records its error and the check goes on.
 
 Needs only torch and transformers. No DeepSpeed and no optimizer here: the
 full GRPO step under ZeRO-3 is part (d), bench/gpu_check_step.py, which
@@ -157,6 +162,49 @@ def sync_time(torch, fn):
     return out, time.perf_counter() - t
 
 
+def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: int, text_bytes: int,
+            hbm: float | None, g) -> None:
+    """(c, engines): module doc. The bound: 16 sequences share each decode step's weight read."""
+    from shala.model.engines import continuous_batching_config, vllm_missing
+
+    prompts = torch.randint(1000, vocab - 1000, (16, 256), device=device, generator=g)
+    ids = [row.tolist() for row in prompts.cpu()]
+
+    def hf():
+        kw = dict(attention_mask=torch.ones_like(prompts), max_new_tokens=new, min_new_tokens=new,
+                  do_sample=False, pad_token_id=0, use_cache=True)
+        return model.generate(prompts, **kw)
+
+    def cb():
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+        out = model.generate_batch(ids, generation_config=gen, progress_bar=False,
+                                   continuous_batching_config=continuous_batching_config([256] * 16, new, 16))
+        done = [r for r in out.values() if r.error is None]
+        if len(done) != 16:
+            raise RuntimeError(f"{16 - len(done)} of 16 requests failed")
+        return done
+
+    res["engines"] = []
+    for name, fn in (("generate", hf), ("continuous_batching", cb)):
+        row: dict = {"engine": name, "sequences": 16, "prompt_tokens": 256, "new_tokens": new}
+        try:
+            with torch.no_grad():
+                _, secs = sync_time(torch, fn)
+            row.update(seconds=round(secs, 2), tokens_per_s=round(16 * new / secs, 1))
+            if hbm:
+                bound = 16 / (text_bytes / (hbm * 1e12))
+                row.update(bound_tokens_per_s=round(bound, 1), fraction_of_bound=round(16 * new / secs / bound, 3))
+        except Exception as exc:  # noqa: BLE001 - one engine failing must not lose the others' numbers
+            row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        res["engines"].append(row)
+        log(f"(c) engine: {row}")
+        path.write_text(json.dumps(res, indent=2) + "\n")
+    res["engines"].append({"engine": "vllm", "error": vllm_missing() or "installed; not driven by shala yet"})
+    path.write_text(json.dumps(res, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir")
@@ -257,6 +305,7 @@ def main() -> None:
         res["predict"].append(row)
         log(f"(c) predict: {row}")
         path.write_text(json.dumps(res, indent=2) + "\n")
+    engines(torch, model, res, path, device, vocab, new, text_bytes, hbm, g)
     res["peak_mem_gib_overall"] = round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None
     path.write_text(json.dumps(res, indent=2) + "\n")
     log(f"done in {time.perf_counter() - t0:.0f} s")

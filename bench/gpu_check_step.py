@@ -260,6 +260,28 @@ def tower_unchanged(model_dir: Path, run_dir: Path) -> bool:
     return a is not None and b is not None and a.shape == b.shape and bool((a.float() == b.float()).all())
 
 
+# GRPO steps per method of the paper's grid: one epoch of each train split at
+# 4 prompts per optimizer step (issue 15's count from this project's splits).
+PAPER_STEPS = {"chaosnli": 506, "goemotions": 1225, "msp_podcast": 1940}
+
+
+def grid_estimate(step_s: float | None) -> dict:
+    """Hours of config.yaml's GRPO runs at ``step_s`` per step. The step here
+    is one rank's per-device work (4 x 2 completions); on the paper's 2 GPUs
+    each rank does the same per step, so the step time carries over
+    (gradient all-reduce aside)."""
+    from shala.config import load_config
+
+    cfg = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
+    grpo = [m for m in cfg["run_methods"] if cfg["methods"][m]["trainer"] == "grpo"]
+    steps = sum(PAPER_STEPS.values()) * len(grpo) * len(cfg["seeds"])
+    return {"grpo_methods": grpo, "seeds": len(cfg["seeds"]), "steps_per_method": PAPER_STEPS,
+            "total_steps": steps, "seconds_per_step": step_s,
+            "hours": round(steps * step_s / 3600, 1) if step_s else None,
+            "note": "GRPO runs only (SFT, prediction and evaluation not counted); step time: the median of "
+                    "this run's steps after the first"}
+
+
 def summarise(res: dict, run_dir: Path, watch: Watch, mem_dir: Path) -> None:
     """Fold run.json (after a time-out: train_log.jsonl), the hook's and the watcher's numbers into ``res``."""
     rec = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
@@ -279,6 +301,9 @@ def summarise(res: dict, run_dir: Path, watch: Watch, mem_dir: Path) -> None:
                      "final_save_s": between("checkpoint_written", "run_json_written"),
                      "note": "seconds_per_step (train_seconds / steps) includes the final checkpoint; saving_s: "
                              "last step -> run.json = checkpoint_s (-> checkpoint written) + final_save_s"}
+    timed = [x for x in steps if x is not None]
+    later = sorted(timed[1:] or timed)
+    res["grid_estimate"] = grid_estimate(round(later[len(later) // 2], 2) if later else None)
     snaps = [json.loads(f.read_text()) for f in mem_dir.glob("*.json")]
     hook = max(snaps, key=lambda s: (s.get("max_reserved_gib") or 0, s["max_rss_gib"]), default={})
     res["memory"] = {"peak_allocated_gib_run_json": rec.get("peak_gpu_memory_gib"),
@@ -434,6 +459,9 @@ def main() -> int:
         json_path.write_text(json.dumps(res, indent=2) + "\n")
         for line in side_by_side(res):
             log(line)
+        grid = res.get("grid_estimate") or {}
+        if grid.get("hours") is not None:
+            log(f"paper grid: {grid['total_steps']} GRPO steps x {grid['seconds_per_step']} s = {grid['hours']} h")
         log(f"checks {res.get('checks')}; ok {res['ok']}" + (f"; error {res['error']}" if res["error"] else ""))
         if not a.keep:  # ~36 GB at full size: the parts after this one need the disk
             shutil.rmtree(model_dir, ignore_errors=True)

@@ -99,7 +99,7 @@ def cmd_predict(a) -> None:
     config = _load_config(a.config)
     _set_threads(config, a.threads)
     rec = run_predict(config, a.dataset, Path(a.data), a.model, a.split, Path(a.out),
-                      batch_size=a.batch_size, limit=a.limit, max_new_tokens=a.max_new_tokens)
+                      batch_size=a.batch_size, limit=a.limit, max_new_tokens=a.max_new_tokens, engine=a.engine)
     print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "parse_rate", "items_per_s")}))
 
 
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--engine", help="generate | continuous_batching | vllm (default: evaluation.engine)")
     s.add_argument("--limit", type=int, help="a seeded subset of N items (demos)")
     s.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     _add_config(s)

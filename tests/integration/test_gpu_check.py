@@ -67,6 +67,10 @@ def test_gpu_check_full_size_step_path_at_toy_size(tmp_path):
     assert res["last_log"]["completions/mean_length"] == 128
     t = res["timing"]
     assert len(t["step_seconds"]) == 2 and all(s > 0 for s in t["step_seconds"])
+    grid = res["grid_estimate"]  # config.yaml: 4 GRPO methods, 1 seed, 506 + 1225 + 1940 steps each
+    assert grid["grpo_methods"] == ["mls", "shala_no_ambi", "shala", "shala_batch"]
+    assert grid["total_steps"] == 4 * 3671 and grid["seconds_per_step"] == t["step_seconds"][1]
+    assert grid["hours"] == round(4 * 3671 * t["step_seconds"][1] / 3600, 1)
     est = res["estimate"]["as_run"]
     assert est["prompt_tokens"] == res["inputs"]["prompt_tokens"][1] and est["total_gib"] > 0
     assert res["estimate"]["preflight_default_prompt"]["prompt_tokens"] == 512
@@ -91,3 +95,8 @@ def test_gpu_check_full_size_part_runs_at_toy_size(tmp_path):
     assert p["total"] == p["trainable"] + p["frozen_towers"] and 0 < p["frozen_towers"] < p["total"]
     assert res["generation"]["rollouts"] == 16 and res["generation"]["tokens_per_s"] > 0
     assert [x["batch_size"] for x in res["predict"]] == [16, 64]
+    eng = {x["engine"]: x for x in res["engines"]}
+    assert list(eng) == ["generate", "continuous_batching", "vllm"]
+    for name in ("generate", "continuous_batching"):  # both decode the Omni thinker (its 3-D rope included)
+        assert "error" not in eng[name] and eng[name]["tokens_per_s"] > 0, eng
+    assert "vllm" in eng["vllm"]["error"]

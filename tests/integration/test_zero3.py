@@ -16,6 +16,7 @@ shared-memory op once (g++, ninja; about a minute), cached in
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -108,13 +109,13 @@ def _env() -> dict:
             "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
-def _train_cmd(setup, name: str, method: str) -> tuple[str, Path]:
+def _train_cmd(setup, name: str, method: str, config: Path | None = None, tag: str = "") -> tuple[str, Path]:
     root, model, data, cfg = setup
-    out = root / "models" / name / method
+    out = root / "models" / name / (method + tag)
     prefix = launcher_command(cfg["training"])
     assert prefix.startswith("accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2 ")
     cmd = (f"{prefix} train --dataset {name} --method {method} --seed 0 --data {data[name]}"
-           f" --model {model} --out {out} --threads 1 --config {root / 'config.yaml'}")
+           f" --model {model} --out {out} --threads 1 --config {config or root / 'config.yaml'}")
     return cmd, out
 
 
@@ -126,6 +127,7 @@ def _launch(cmd: str, log: Path) -> subprocess.Popen:
 def _predict(setup, name: str, run_dir: Path) -> list[dict]:
     root, _, data, _ = setup
     preds = root / "predictions" / f"{name}-{run_dir.name}.jsonl"
+    assert not preds.exists()
     r = subprocess.run([str(BIN / "shala"), "predict", "--dataset", name, "--data", str(data[name]),
                         "--model", str(run_dir), "--split", "test", "--out", str(preds),
                         "--config", str(root / "config.yaml"), "--threads", "1"],
@@ -207,3 +209,30 @@ def test_zero3_audio_grpo_two_ranks(setup):
     assert log.read_text().count("audio tower ran") == 2  # one line per rank
     rows = _predict(setup, "msp_podcast", out)
     assert len(rows) == 3
+
+
+def test_zero3_lora_audio_two_ranks(setup):
+    """LoRA (training.peft) under the same 2-rank ZeRO-3 launch, on speech +
+    text: adapters only train (the audio tower runs but gets none), the
+    trainer's save gathers them, every rank merges, rank 0 writes a whole
+    merged thinker that `shala predict` reads in one process."""
+    root, model, _, cfg = setup
+    lora = copy.deepcopy(cfg)
+    lora["training"]["peft"] = {"enabled": True, "r": 4, "lora_alpha": 8}
+    path = root / "config-lora.yaml"
+    path.write_text(yaml.safe_dump(lora))
+    cmd, out = _train_cmd(setup, "msp_podcast", "shala", config=path, tag="-lora")
+    log = root / "train-lora.log"
+    assert _launch(cmd, log).wait(timeout=900) == 0, log.read_text()[-4000:]
+    rec = _check_record(out, log)
+    assert rec["audio"] is True and rec["global_step"] == 2 and rec["audio_tower_calls"] >= 2
+    peft = rec["peft"]
+    assert (peft["r"], peft["lora_alpha"]) == (4, 8) and 0 < peft["trainable_params"] < peft["total_params"]
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    assert not any(t in k for k in adapter for t in ("audio_tower", "visual"))  # frozen towers: no adapters
+    assert sum(t.numel() for t in adapter.values()) == peft["trainable_params"]  # whole, not one rank's shard
+    steps = [r for r in read_jsonl(out / "train_log.jsonl") if r.get("event") == "log" and "grad_norm" in r]
+    _check_saved(model, out, trained=any((r["grad_norm"] or 0) > 0 for r in steps))
+    rows = _predict(setup, "msp_podcast", out)
+    assert [r["id"] for r in rows] == ["MSP_0", "MSP_1", "MSP_2"] and all(r["dist"] is not None for r in rows)

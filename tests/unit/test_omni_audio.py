@@ -291,6 +291,32 @@ def test_omni_audio_grpo_step_feeds_features(cfg, msp_dir, omni_dir, wavs, tmp_p
     assert (out / "preprocessor_config.json").is_file()  # the trained model can hear too
 
 
+def test_omni_audio_grpo_with_lora(cfg, msp_dir, omni_dir, tmp_path, tower_calls, spread_reward):
+    """LoRA (training.peft) on speech + text, one process: the clip reaches
+    generation and the loss as without LoRA, only the language model's
+    adapters train (the merged save moves text weights only), and the merged
+    thinker predicts with audio."""
+    from safetensors.torch import load_file
+
+    from shala.evaluation.predict import run_predict
+    from shala.train.grpo import run_train
+
+    lora = copy.deepcopy(cfg)
+    lora["training"]["peft"] = {**lora["training"]["peft"], "enabled": True, "r": 4, "lora_alpha": 8}
+    out = tmp_path / "lora"
+    rec = run_train(lora, "msp_podcast", "shala", 0, msp_dir, str(omni_dir), out, max_steps=1)
+    assert rec["audio"] is True and rec["global_step"] == 1 and rec["peft"]["r"] == 4
+    assert [grad for grad, _ in tower_calls] == [False, True]  # generation, then the loss forward
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert adapter and not any("audio_tower" in k or "visual" in k for k in adapter)
+    assert sum(t.numel() for t in adapter.values()) == rec["peft"]["trainable_params"]
+    assert _moved(omni_dir, out) == {"text"}
+    pred = tmp_path / "pred.jsonl"
+    assert run_predict(cfg, "msp_podcast", msp_dir, str(out), "test", pred, progress=False)["audio"] is True
+    assert [r["id"] for r in read_jsonl(pred)] == ["MSP_0", "MSP_1", "MSP_2"]
+    assert len(tower_calls) == 3  # the merged thinker heard the test clips in one batch
+
+
 def test_omni_audio_trainer_uses_audio_in_the_loss(cfg, msp_dir, omni_dir, tmp_path):
     """The policy log-probs of the same completions change when the audio
     features are swapped for another clip's: audio reaches the loss."""

@@ -8,8 +8,9 @@ import pytest
 
 from shala.config import fill_defaults
 from shala.data.items import subsample
-from shala.evaluation.predict import RUN_RECORD_KEYS, generate, run_predict
+from shala.evaluation.predict import RUN_RECORD_KEYS, run_predict
 from shala.jsonio import read_jsonl, write_jsonl
+from shala.model.engines import generate
 from shala.model.loading import load_model_and_tokenizer
 from shala.prompts import render_prompt_string
 
@@ -108,7 +109,7 @@ def test_parsed_distribution_is_stored(tmp_path, data_dir, tiny_model_dir, monke
     import shala.evaluation.predict as predict
 
     fake = ['{"entailment": 2, "neutral": 1, "contradiction": 1}', "no json"]
-    monkeypatch.setattr(predict, "generate", lambda *a, **k: fake)
+    monkeypatch.setattr(predict, "greedy_completions", lambda *a, **k: fake)
     out = tmp_path / "p.jsonl"
     rec = run_predict(CONFIG, "toy", data_dir, str(tiny_model_dir), "test", out, limit=2,
                       progress=False)
@@ -129,7 +130,7 @@ def test_response_prefix_is_prepended_before_parsing(tmp_path, data_dir, tiny_mo
         seen["prompts"] = prompts
         return ['0.5, "neutral": 0.25, "contradiction": 0.25}', "oops"]
 
-    monkeypatch.setattr(predict, "generate", fake_generate)
+    monkeypatch.setattr(predict, "greedy_completions", fake_generate)
     cfg = fill_defaults({**CONFIG, "datasets": {"toy": {"prompt": {**PROMPT, "response_prefix": "auto"}}}})
     out = tmp_path / "p.jsonl"
     rec = run_predict(cfg, "toy", data_dir, str(tiny_model_dir), "test", out, limit=2, progress=False)

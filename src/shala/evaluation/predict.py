@@ -1,8 +1,9 @@
 """Batched greedy prediction for a split of a dataset (docs/design.md §6).
 
 Evaluation uses greedy decoding, so predictions are a pure function of the
-model, the prompts and ``max_new_tokens``. We batch with left padding and
-sort prompts by length to cut padding, then restore the input order. Raw
+model, the prompts and ``max_new_tokens``; ``evaluation.engine`` picks how
+they are generated (:mod:`shala.model.engines`: HF ``generate`` on sorted,
+left-padded batches, or transformers' continuous batching). Raw
 completions are stored next to the parsed distribution so metrics can be
 recomputed (or the parser changed) without re-running the model.
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,74 +25,15 @@ from ..data.items import subsample
 from ..errors import ConfigError, InputError
 from ..jsonio import read_jsonl, write_json, write_jsonl
 from ..model.constrained import constraint_settings, skeleton_processor
+from ..model.engines import check_prediction_engine, greedy_completions
 from ..parsing import parse_distribution
-from ..prompts import encode_prompt, full_answer, render_prompt_string, response_prefix, stop_token_ids, with_stop_ids
+from ..prompts import full_answer, render_prompt_string, response_prefix, stop_token_ids
 
 log = logging.getLogger(__name__)
 
 RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "limit", "batch_size",
-                   "max_new_tokens", "decoding", "response_prefix", "parse_rate", "n_parsed", "seconds",
+                   "max_new_tokens", "decoding", "engine", "response_prefix", "parse_rate", "n_parsed", "seconds",
                    "items_per_s", "seed", "device", "dtype", "versions")
-
-
-def generate(model, tokenizer, prompts: Sequence[str], *,
-             batch_size: int, max_new_tokens: int, progress: bool = True,
-             seed: int = 0, stop_ids: Sequence[int] = (), processor_factory=None,
-             audio=None, audio_paths: Sequence[str] | None = None) -> list[str]:
-    """Greedy completions (special tokens stripped), one per rendered prompt
-    string, in input order. Prompts are batched longest first: similar lengths share a
-    batch (little padding) and an out-of-memory error shows up at once.
-    ``audio`` (:class:`shala.model.audio.AudioFeatures`) with ``audio_paths``: one
-    clip per prompt; its length (25 tokens a second) counts in the order."""
-    import torch
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
-    if tokenizer.padding_side != "left":
-        tokenizer.padding_side = "left"  # decoder-only generation needs left padding
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos_ids = with_stop_ids(model.generation_config.eos_token_id or tokenizer.eos_token_id, list(stop_ids))
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    lengths = [len(e) for e in encoded]
-    if audio is not None:
-        from ..model.audio import audio_seconds
-
-        if audio_paths is None or len(audio_paths) != len(prompts):
-            raise ConfigError("generate: audio needs one audio path per prompt")
-        lengths = [n + 25 * audio_seconds(p) for n, p in zip(lengths, audio_paths)]
-    order = sorted(range(len(encoded)), key=lambda i: -lengths[i])
-    results: list[str | None] = [None] * len(encoded)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
-    try:
-        with torch.inference_mode(), tqdm(total=len(encoded), unit="item", desc="predict",
-                                          disable=not progress, dynamic_ncols=True) as bar:
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                ids = [encoded[i] for i in idx]
-                extra = {"logits_processor": [processor_factory()]} if processor_factory else {}
-                if audio is not None:
-                    ids, features = audio.prepare(ids, [audio_paths[i] for i in idx])
-                    extra.update({k: v.to(device) for k, v in features.items()})
-                batch = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
-                input_ids = batch["input_ids"].to(device)
-                attention_mask = batch["attention_mask"].to(device)
-                out = model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, **extra,
-                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                    temperature=None, top_p=None, top_k=None,
-                    use_cache=True, pad_token_id=pad_id, eos_token_id=eos_ids)
-                new = out[:, input_ids.shape[1]:]
-                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-                for i, text in zip(idx, texts):
-                    results[i] = text
-                bar.update(len(idx))
-    finally:
-        model.train(was_training)
-    return [r if r is not None else "" for r in results]
 
 
 def _versions() -> dict[str, str | None]:
@@ -104,7 +45,8 @@ def _versions() -> dict[str, str | None]:
 def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, model_ref: str,
                 split: str, out: str | Path, *, batch_size: int | None = None,
                 limit: int | None = None, max_new_tokens: int | None = None,
-                seed: int = 0, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+                seed: int = 0, device: str | None = None, progress: bool = True,
+                engine: str | None = None) -> dict[str, Any]:
     """Predict ``data_dir/{split}.jsonl`` with ``model_ref``; write ``out``.
 
     Each output line is the canonical item plus ``completion`` (the response
@@ -114,7 +56,8 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     (:func:`shala.data.items.subsample`, the same items ``shala reference --limit``
     keeps). A run record goes to
     ``out.with_suffix('.run.json')`` and is returned. Defaults for batch size
-    and max_new_tokens come from ``config['evaluation']``.
+    and max_new_tokens, and the generation ``engine``
+    (:data:`shala.model.engines.ENGINES`), come from ``config['evaluation']``.
     """
     import torch
 
@@ -126,6 +69,8 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     prompt_cfg = config["datasets"][dataset]["prompt"]
     batch_size = int(batch_size or config["evaluation"]["batch_size"])
     max_new_tokens = int(max_new_tokens or config["evaluation"]["max_new_tokens"])
+    engine = engine or config["evaluation"]["engine"]
+    check_prediction_engine(engine, dataset, prompt_cfg)  # before the model loads
     out = Path(out)
     items = subsample(read_jsonl(Path(data_dir) / f"{split}.jsonl"), limit)
     if not items:
@@ -147,10 +92,10 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     constrained = constraint_settings(prompt_cfg, items[0]["labels"])
     factory = (skeleton_processor(tokenizer, items[0]["labels"], constrained["max_digits"])
                if constrained else None)
-    completions = generate(model, tokenizer, prompts, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, progress=progress, seed=seed, stop_ids=stop_ids,
-                           processor_factory=factory, audio=audio,
-                           audio_paths=[it["inputs"]["audio"] for it in items] if audio else None)
+    completions = greedy_completions(model, tokenizer, prompts, engine=engine, batch_size=batch_size,
+                                     max_new_tokens=max_new_tokens, progress=progress, seed=seed,
+                                     stop_ids=stop_ids, processor_factory=factory, audio=audio,
+                                     audio_paths=[it["inputs"]["audio"] for it in items] if audio else None)
     seconds = time.perf_counter() - t1
 
     rows = []
@@ -167,7 +112,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
     record = {
         "model_ref": str(model_ref), "dataset": dataset, "split": split,
         "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "max_new_tokens": max_new_tokens, "decoding": "greedy", "engine": engine,
         "response_prefix": sorted(set(prefixes)), "stop_at": prompt_cfg["stop_at"],
         "constrained": constrained, "audio": audio is not None,
         "prompt": prompt_cfg,

@@ -11,9 +11,12 @@ P = all parameters, T = trainable ones (:mod:`shala.launch.gpu_memory`), GiB = 2
   optimizer state, fp32 master weights + Adam m and v, 12 B x T (all ranks
   together), plus ``model.safetensors``, bf16, 2 B x P, which ZeRO-3 writes
   only with ``stage3_gather_16bit_weights_on_model_save`` (ZeRO-1/2 always).
-  Without DeepSpeed: fp32 weights 4 B x P + Adam m, v 8 B x T.
+  Without DeepSpeed: fp32 weights 4 B x P + Adam m, v 8 B x T. With LoRA
+  (``training.peft``; A = adapter parameters, :func:`~shala.launch.gpu_memory.lora_params`)
+  the Trainer saves the adapters alone: fp32 adapters + Adam m, v, 12 B x A.
 - The final weights beside ``run.json``: 2 B x P under DeepSpeed (the bf16
-  gather), 4 B x P without (fp32 training weights).
+  gather), 4 B x P without (fp32 training weights). With LoRA the merged
+  copy in the base's bf16, 2 B x P, plus the fp32 adapters, 4 B x A.
 - While a run goes the Trainer keeps ``save_total_limit`` checkpoints
   (training.grpo, or a method's overrides; shala's default 2), and has one
   more on disk while it writes a new one before deleting the oldest
@@ -133,9 +136,11 @@ class DiskCheck:
 
 
 def checkpoint_bytes(shape: ModelShape, *, deepspeed: bool, freeze_towers: bool = True,
-                     save_16bit: bool = True) -> tuple[float, str]:
-    """Bytes of one training checkpoint and how (module doc)."""
+                     save_16bit: bool = True, lora: int | None = None) -> tuple[float, str]:
+    """Bytes of one training checkpoint and how (module doc); ``lora``: adapter parameters, under LoRA."""
     p, t = shape.total, shape.trainable(freeze_towers)
+    if lora is not None:
+        return 12 * lora, f"LoRA adapters + Adam m, v 12 B x {billions(lora)}"
     if deepspeed:
         w = 2 * p if save_16bit else 0
         return 12 * t + w, (f"ZeRO optimizer state 12 B x {billions(t)}"
@@ -144,7 +149,10 @@ def checkpoint_bytes(shape: ModelShape, *, deepspeed: bool, freeze_towers: bool 
     return 4 * p + 8 * t, f"fp32 weights 4 B x {billions(p)} + Adam m, v 8 B x {billions(t)}"
 
 
-def final_bytes(shape: ModelShape, *, deepspeed: bool) -> tuple[float, str]:
+def final_bytes(shape: ModelShape, *, deepspeed: bool, lora: int | None = None) -> tuple[float, str]:
+    if lora is not None:
+        return 2 * shape.total + 4 * lora, (f"merged bf16 2 B x {billions(shape.total)} + "
+                                            f"adapters 4 B x {billions(lora)}")
     b = 2 if deepspeed else 4
     return b * shape.total, f"{'bf16' if deepspeed else 'fp32'}, {b} B x {billions(shape.total)}"
 
@@ -217,13 +225,15 @@ def existing_parent(path: Path) -> Path:
 
 
 def check_disk(config: dict[str, Any], shape: ModelShape, *, deepspeed: bool, save_16bit: bool = True,
-               free_gib: float | None = None) -> DiskCheck:
+               free_gib: float | None = None, lora: int | None = None) -> DiskCheck:
     """The disk need of the config's unfinished training runs and the free
-    space under ``results`` (``free_gib`` overrides the measurement)."""
+    space under ``results`` (``free_gib`` overrides the measurement;
+    ``lora``: adapter parameters when ``training.peft`` is on)."""
     training = config["training"]
     freeze = bool(training["freeze_unused_towers"])
-    ckpt, ckpt_formula = checkpoint_bytes(shape, deepspeed=deepspeed, freeze_towers=freeze, save_16bit=save_16bit)
-    final, final_formula = final_bytes(shape, deepspeed=deepspeed)
+    ckpt, ckpt_formula = checkpoint_bytes(shape, deepspeed=deepspeed, freeze_towers=freeze, save_16bit=save_16bit,
+                                          lora=lora)
+    final, final_formula = final_bytes(shape, deepspeed=deepspeed, lora=lora)
     runs = training_runs(config)
     unfinished = [r for r in runs if not (r.path / "run.json").is_file()]
     root = existing_parent(Path(str(config["results"])))

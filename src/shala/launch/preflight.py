@@ -41,8 +41,8 @@ from typing import Any, TextIO
 from ..errors import ConfigError
 from .disk import check_disk
 from .fit import FALLBACKS, choose, describe, fit_mode
-from .gpu_memory import (GIB, HEADROOM, PROMPT_TOKENS, Estimate, Setup, billions, estimate_memory, fits_in, setup_for,
-                         peft_setup, suggestions)
+from .gpu_memory import (GIB, HEADROOM, PROMPT_TOKENS, Estimate, Setup, billions, estimate_memory, fits_in, lora_params,
+                         peft_setup, setup_for, suggestions)
 from .launch_check import check_launch_config
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
@@ -172,7 +172,9 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     rc = _memory_verdict(say, shape, setup, est, mem, mode, launch.ds_config_file)
 
     say()
-    disk = check_disk(config, shape, deepspeed=deepspeed, save_16bit=launch.save_16bit, free_gib=free_disk)
+    adapters = lora_params(shape, setup.lora_r, setup.lora_targets) if setup.lora_r is not None else None
+    disk = check_disk(config, shape, deepspeed=deepspeed, save_16bit=launch.save_16bit, free_gib=free_disk,
+                      lora=adapters)
     for line in disk.report():
         say(line)
     if disk.fits:

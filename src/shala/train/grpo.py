@@ -52,6 +52,7 @@ RECORDED_FIELDS = (
     "beta", "num_train_epochs", "max_steps", "learning_rate", "optim",
     "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "save_steps",
     "logging_steps", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
+    "use_transformers_continuous_batching", "use_vllm",  # the rollout engine (shala.model.engines)
 )
 # Non-§5 defaults we choose (config may override any of them): keep two
 # checkpoints (resuming needs only the last), log the first step, no
@@ -297,6 +298,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
 
     from ..model.audio import audio_features_for
     from ..model.constrained import constrain_generate, constraint_settings, mask_forced_tokens
+    from ..model.engines import check_rollout_engine
     from ..prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
 
@@ -306,6 +308,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
     requested = grpo_settings(config, method, max_steps, dataset)
+    check_rollout_engine(requested, dataset, prompt_config(config, dataset))  # before any model loads
     settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
