@@ -114,7 +114,8 @@ def test_vllm_missing_names_the_field_and_the_package(predict_setup, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(ConfigError, match=r"evaluation\.engine: vllm: the vllm package is not installed"):
         run_predict(config, "toy", d, NO_MODEL, "test", d / "p.jsonl", engine="vllm", progress=False)
-    with pytest.raises(ConfigError, match=r"training\.grpo\.use_vllm: the vllm package is not installed"):
+    with pytest.raises(ConfigError,
+                       match=r"training\.grpo\.use_vllm: the vllm package is not installed \(shala.s `vllm` extra"):
         check_rollout_engine({"use_vllm": True}, "toy", PROMPT)
 
 

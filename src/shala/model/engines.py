@@ -150,7 +150,8 @@ def continuous_batching(model, tokenizer, prompts: Sequence[str], *,
 def vllm_missing() -> str | None:
     """Why the vllm engine cannot run here, or None when the package imports."""
     if importlib.util.find_spec("vllm") is None:
-        return "the vllm package is not installed (no shala extra provides it: pip install vllm, on a CUDA machine)"
+        return ("the vllm package is not installed (shala's `vllm` extra, on a CUDA machine: "
+                "pip install -e '.[vllm]')")
     return None
 
 
