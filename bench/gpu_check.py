@@ -165,7 +165,8 @@ def sync_time(torch, fn):
 def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: int, text_bytes: int,
             hbm: float | None, g) -> None:
     """(c, engines): module doc. The bound: 16 sequences share each decode step's weight read."""
-    from shala.model.engines import continuous_batching_config, vllm_missing
+    from shala.errors import ConfigError
+    from shala.model.engines import continuous_batching_config, vllm
 
     prompts = torch.randint(1000, vocab - 1000, (16, 256), device=device, generator=g)
     ids = [row.tolist() for row in prompts.cpu()]
@@ -201,7 +202,10 @@ def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: i
         res["engines"].append(row)
         log(f"(c) engine: {row}")
         path.write_text(json.dumps(res, indent=2) + "\n")
-    res["engines"].append({"engine": "vllm", "error": vllm_missing() or "installed; not driven by shala yet"})
+    try:
+        vllm(model, None, ())
+    except ConfigError as exc:  # the engine's own reason: not installed, or not driven by shala yet
+        res["engines"].append({"engine": "vllm", "error": str(exc)})
     path.write_text(json.dumps(res, indent=2) + "\n")
 
 
