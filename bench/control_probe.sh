@@ -7,7 +7,7 @@
 # another dataset of those overlays, whose `source` is read in place (e.g.
 # the readable task of bench/readable_task.py).
 #
-#   bash bench/control_probe.sh OUTDIR SEED [METHOD]     # METHOD: shala (default), mls, ...
+#   bash bench/control_probe.sh OUTDIR SEED [METHOD]     # METHOD: shala (default), mls, ...; "-": baselines only
 #   PROBE_OVERLAY=/tmp/rt/overlay.yaml DATASET=poll bash bench/control_probe.sh /tmp/rt 0 shala
 #
 # Prints each run's metrics line (shala evaluate); per-step entropy,
@@ -40,6 +40,7 @@ if [ ! -f "$out/e/zs.json" ]; then
     $sh reference prior --data "$out/data" --split test --limit 90 --out "$out/p/prior.jsonl" 2> /dev/null
     score zs "$out/p/zs.jsonl"; score ref_prior "$out/p/prior.jsonl"
 fi
+[ "$method" = - ] && exit 0
 run="$method-$seed"
 $sh train --dataset "$ds" --method "$method" --seed "$seed" --data "$out/data" --model "$out/model" \
     --out "$out/m/$run" --threads 1 "${C[@]}" > "$out/train-$run.log" 2>&1

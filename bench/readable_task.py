@@ -7,7 +7,10 @@ column per class) and ``OUT/overlay.yaml`` (the dataset entry and a compact
 prompt in the demo's style). Each item's text states the votes in a
 different surface form from the control's marbles, with other label names
 and, with ``--classes 4``, another number of classes; the words are drawn
-per item, so a model must find the numbers and bind each to its label.
+per item. Half of the items (``--shuffled``) list the votes in a shuffled
+order, so a model must find each number and bind it to its label; with
+``--shuffled 0`` copying the numbers in order reads every item, as on the
+control.
 
     python bench/readable_task.py --out /tmp/rt --seed 3
     PROBE_OVERLAY=/tmp/rt/overlay.yaml DATASET=poll bash bench/control_probe.sh /tmp/rt 0 shala
@@ -37,6 +40,9 @@ def main() -> None:
     ap.add_argument("--voters", type=int, default=10)
     ap.add_argument("--classes", type=int, choices=sorted(LABELS), default=3)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--shuffled", type=float, default=0.5,
+                    help="fraction of items whose votes are listed in a shuffled label order (0: always in "
+                         "label order, so copying the numbers in order reads every item)")
     a = ap.parse_args()
     labels = LABELS[a.classes]
     rng = np.random.default_rng(a.seed)
@@ -46,7 +52,7 @@ def main() -> None:
     for i in range(a.n):
         conc = float(rng.choice([0.3, 1.0, 5.0]))          # low / medium / high ambiguity
         counts = rng.multinomial(a.voters, rng.dirichlet(np.full(len(labels), conc)))
-        order = rng.permutation(len(labels)) if rng.random() < 0.5 else np.arange(len(labels))
+        order = rng.permutation(len(labels)) if rng.random() < a.shuffled else np.arange(len(labels))
         said = ", ".join(f"{counts[j]} {labels[j]}" for j in order)
         text = (f"Poll of {a.voters} {GROUPS[i % len(GROUPS)]} on {TOPICS[int(rng.integers(len(TOPICS)))]}: "
                 f"{said}.")
