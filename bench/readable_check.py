@@ -37,10 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from shala.evaluation.significance import paired_test
 
-from shala.evaluation.significance import paired_test  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # name: readable_task.py arguments (None: the built-in control)
 TASKS = {
