@@ -39,7 +39,7 @@ def test_a_method_outside_run_methods_is_an_error_naming_the_field(demo):
 def test_dataset_grpo_fields_sit_between_training_grpo_and_method_overrides(demo):
     control = grpo_settings(demo, "shala", dataset="control")
     chaos = grpo_settings(demo, "shala", dataset="chaosnli")
-    assert (control["max_steps"], control["per_device_train_batch_size"]) == (10, 16)
+    assert (control["max_steps"], control["per_device_train_batch_size"]) == (16, 16)
     assert (chaos["max_steps"], chaos["per_device_train_batch_size"]) == (8, 8)
     assert chaos["learning_rate"] == control["learning_rate"] == 5e-5
     # a method's overrides win over the dataset's fields
