@@ -18,6 +18,8 @@ from shala.report.load import load_report_config, settings
 ROOT = Path(__file__).resolve().parents[2]
 SETUPS = [["config.yaml"], ["config.yaml", "config/demo.yaml"],
           ["config.yaml", "config/demo.yaml", "config/replication.yaml"],
+          ["config.yaml", "config/demo.yaml", "config/replication.yaml", "config/replication_control16.yaml"],
+          ["config.yaml", "config/demo.yaml", "bench/control_seeds.yaml"],
           ["config.yaml", "config/byod.yaml"]]
 
 
