@@ -23,7 +23,7 @@ def demo():
 
 def test_methods_narrow_run_methods_in_their_order(demo):
     assert dataset_methods(demo, "control") == ["zs", "mls", "shala"]
-    assert dataset_methods(demo, "chaosnli") == ["zs", "shala"]
+    assert dataset_methods(demo, "chaosnli") == ["zs"]
     cfg = copy.deepcopy(demo)
     cfg["datasets"]["chaosnli"]["methods"] = ["shala", "zs"]   # config order, not the list's
     assert dataset_methods(cfg, "chaosnli") == ["zs", "shala"]
@@ -53,4 +53,8 @@ def test_dataset_grpo_fields_sit_between_training_grpo_and_method_overrides(demo
 def test_disk_grid_counts_only_the_dataset_methods(demo):
     runs = training_runs(demo)
     names = sorted(str(Path(r.path).relative_to(Path(demo["results"]) / "models")) for r in runs)
+    assert names == ["control/mls/seed0", "control/shala/seed0"]
+    cfg = copy.deepcopy(demo)
+    cfg["datasets"]["chaosnli"]["methods"] = ["zs", "shala"]   # the header's overlay
+    names = sorted(str(Path(r.path).relative_to(Path(cfg["results"]) / "models")) for r in training_runs(cfg))
     assert names == ["chaosnli/shala/seed0", "control/mls/seed0", "control/shala/seed0"]
