@@ -510,6 +510,21 @@ def test_setup_section_states_prompt_prefix_and_settings():
     assert "No training run records" in setup_md([])
 
 
+def test_prompt_kind_names_the_papers_prompts_and_no_others():
+    """config.yaml's prompts for the paper's three datasets are the paper's;
+    the control's (written in the paper's style) is not, nor a compact one."""
+    import yaml
+
+    from shala.report.page import prompt_kind
+
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "config.yaml").read_text())["datasets"]
+    for ds in ("chaosnli", "goemotions", "msp_podcast"):
+        assert prompt_kind(ds, cfg[ds]["prompt"]["task"]) == "the paper's prompt (Appendix D.3)", ds
+    assert prompt_kind("control", cfg["control"]["prompt"]["task"]).startswith("this dataset's own prompt")
+    assert prompt_kind("chaosnli", "Which relation holds?").startswith("a compact prompt, not the paper's")
+    assert prompt_kind("goemotions", cfg["chaosnli"]["prompt"]["task"]).startswith("a compact prompt")
+
+
 def test_identical_training_curves_are_named():
     from shala.report.figures import STEP_FIELDS, identical_curves
 

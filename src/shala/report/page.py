@@ -73,7 +73,22 @@ SETUP_FIELDS = (("learning_rate", "lr"), ("max_steps", "steps"), ("num_generatio
                 ("per_device_train_batch_size", "completions/step/device"), ("temperature", "temperature"),
                 ("max_completion_length", "max completion"), ("scale_rewards", "scale_rewards"),
                 ("loss_type", "loss"))
-PAPER_TASK_START = "Given a premise and a hypothesis, predict the probability"
+# How the paper's task texts (Appendix D.3) begin, per dataset of the paper;
+# a dataset not here (the control, a user's own) has no paper prompt.
+PAPER_TASK_STARTS = {"chaosnli": "Given a premise and a hypothesis, predict the probability",
+                     "goemotions": "Assign a calibrated probability distribution over the following emotion",
+                     "msp_podcast": "Predict the probability of the emotion in the target utterance"}
+
+
+def prompt_kind(dataset: str, task: str) -> str:
+    """Whether a run's prompt is the paper's: the Setup section must not call
+    a compact or a non-paper dataset's prompt the paper's."""
+    start = PAPER_TASK_STARTS.get(dataset)
+    if start is None:
+        return "this dataset's own prompt (the paper has none for it)"
+    if " ".join(task.split()).startswith(start):
+        return "the paper's prompt (Appendix D.3)"
+    return "a compact prompt, not the paper's (Appendix D.3; config.yaml has the paper's)"
 
 
 def fit_cell(record: dict) -> str:
@@ -136,8 +151,7 @@ def setup_md(run_records: list) -> str:
     out.extend(lora_departures(run_records))
     for ds, p in prompts.items():
         task = str(p.get("task") or "")
-        kind = ("the paper's prompt (Appendix D.3)" if task.startswith(PAPER_TASK_START) or ds != "chaosnli"
-                else "a compact prompt, not the paper's (Appendix D.3; config.yaml has the paper's)")
+        kind = prompt_kind(ds, task)
         body = "\n".join(f"    {k}: {json.dumps(v) if isinstance(v, str) and chr(10) in v else v}"
                          for k, v in p.items() if v not in (None, "", {}))
         out.append(f"Prompt of {ds}: {kind}, the same at training and evaluation:\n\n{body}\n")
