@@ -18,7 +18,8 @@ measurement, so a time-out keeps what was done):
   fraction of the same bound; vLLM's reason when it cannot run. An engine
   that fails records its error and the check goes on.
 
-Needs only torch and transformers. No DeepSpeed and no optimizer here: the
+Needs only torch and transformers (the engines section also shala, and
+records its error without it). No DeepSpeed and no optimizer here: the
 full GRPO step under ZeRO-3 is part (d), bench/gpu_check_step.py, which
 builds its model with this module's build and its tokenizer and items with
 write_inputs.
@@ -165,8 +166,14 @@ def sync_time(torch, fn):
 def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: int, text_bytes: int,
             hbm: float | None, g) -> None:
     """(c, engines): module doc. The bound: 16 sequences share each decode step's weight read."""
-    from shala.errors import ConfigError
-    from shala.model.engines import continuous_batching_config, vllm
+    try:  # the part needs only torch and transformers: without shala, only this section is lost
+        from shala.errors import ConfigError
+        from shala.model.engines import continuous_batching_config, vllm
+    except Exception as exc:  # noqa: BLE001
+        res["engines"] = [{"engine": "all", "error": f"shala does not import: {type(exc).__name__}: {exc}"[:500]}]
+        log(f"(c) engines skipped: {res['engines'][0]['error']}")
+        path.write_text(json.dumps(res, indent=2) + "\n")
+        return
 
     prompts = torch.randint(1000, vocab - 1000, (16, 256), device=device, generator=g)
     ids = [row.tolist() for row in prompts.cpu()]

@@ -25,7 +25,15 @@ from gpu_check.sh) or SIGTERM still writes what was measured. --cpu-smoke:
 the same path at toy size on a CPU rank (the package sets DS_ACCELERATOR=cpu
 and gloo), for tests/integration/test_gpu_check.py.
 
-    python bench/gpu_check_step.py OUTDIR [--cpu-smoke] [--steps 2] [--prompt-tokens 256] [--keep]
+Memory gate, before anything is built: shala.launch.gpu_memory's estimate
+for this setting (136.3 GiB at 256 prompt tokens: 118.9 static, bf16
+weights, fp32 master weights and Adam moments, bf16 gradients, overhead,
+plus the generation gather) against the GPU's total memory (nvidia-smi;
+gpu_check.sh's probe gates with torch's reading and passes --force). Where
+it does not fit (any 80 GB card) the JSON says "skipped" with the reason
+and the part exits 0; --force runs it anyway.
+
+    python bench/gpu_check_step.py OUTDIR [--cpu-smoke] [--steps 2] [--prompt-tokens 256] [--keep] [--force]
 """
 
 from __future__ import annotations
@@ -79,8 +87,64 @@ if _spec is not None and _spec.loader is not None:
 '''
 
 
+# the paper's per-device setting (config.yaml), written out
+PAPER_GRPO = {"per_device_train_batch_size": 4, "num_generations": 4, "gradient_accumulation_steps": 2,
+              "max_completion_length": 128, "temperature": 1.2, "gradient_checkpointing": True}
+# Stated fallbacks where shala.launch.gpu_memory cannot answer (its numbers for 8.93B parameters,
+# 7.62B trainable, 256 prompt tokens): static = bf16 weights 16.6 + fp32 master weights and Adam
+# m, v 85.1 + bf16 gradients 14.2 + CUDA overhead 3.0; need = static + generation gather 16.6 +
+# activations 0.9 + KV cache 0.2.
+STATIC_GIB, NEED_GIB = 118.9, 136.3
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] (d) {msg}", flush=True)
+
+
+def _zero3_values():
+    """The ZeRO-3 values of the repo's DeepSpeed json (sub_group_size, live
+    parameters), read as preflight reads them, so the estimate is the run's."""
+    from shala.launch.launch_check import check_launch_config
+
+    root = Path(__file__).resolve().parents[1]
+    return check_launch_config(str(root / "config" / "accelerate_zero3.yaml"), gpus=1, grpo=PAPER_GRPO).zero3
+
+
+def memory_need(prompt_tokens: int = 256) -> dict:
+    """GiB this part needs on its one GPU: shala.launch.gpu_memory's estimate
+    for the shipped thinker config in PAPER_GRPO's setting, ZeRO-3, 1 GPU
+    (needs torch and transformers for the parameter count on the meta
+    device, no GPU and no weights); the stated numbers above if that fails."""
+    try:
+        from shala.launch.gpu_memory import estimate_memory, setup_for
+        from shala.launch.model_shape import count_parameters
+
+        shape = count_parameters(json.loads(CONFIG.read_text()), name="thinker")
+        est = estimate_memory(shape, setup_for(PAPER_GRPO, gpus=1, deepspeed=True, zero_stage=3,
+                                               freeze_towers=True, prompt_tokens=prompt_tokens,
+                                               zero3=_zero3_values()))
+        static = sum(x.bytes for x in est.lines if x.label.startswith(("weights", "optimizer (", "gradients", "CUDA")))
+        return {"need_gib": round(est.total_gib, 1), "static_gib": round(static / GIB, 1),
+                "source": "shala.launch.gpu_memory.estimate_memory", "params": shape.total,
+                "lines": {x.label: round(x.bytes / GIB, 2) for x in est.lines}}
+    except Exception as exc:  # noqa: BLE001 - the gate must answer even where the estimate breaks
+        return {"need_gib": NEED_GIB, "static_gib": STATIC_GIB,
+                "source": f"stated in gpu_check_step.py (the estimate failed: {type(exc).__name__}: {exc})"[:300]}
+
+
+def memory_gate(have_gib: float | None, have_source: str, prompt_tokens: int = 256) -> tuple[bool, dict]:
+    """(whether the need fits the GPU's total memory, the numbers and the reason).
+    No headroom: the point is to measure how close the estimate comes."""
+    need = memory_need(prompt_tokens)
+    fits = have_gib is not None and need["need_gib"] <= have_gib
+    need.update(have_gib=have_gib, have_source=have_source, fits=fits)
+    if not fits:
+        need["reason"] = (f"memory: needs about {need['need_gib']} GiB on one GPU ({need['source']}: "
+                          f"{need['static_gib']} GiB static, bf16 weights, fp32 master weights and Adam moments, "
+                          f"bf16 gradients, CUDA overhead, plus the generation gather, activations and KV cache); "
+                          f"this GPU has {have_gib} GiB ({have_source}). It runs on a card with more, an H200 "
+                          f"(139.8 GiB); --force-d tries anyway")
+    return fits, need
 
 
 def build_checkpoint(model_dir: Path, tiny: bool) -> dict:
@@ -118,10 +182,8 @@ def write_config(work: Path, model_dir: Path, gpu: bool, steps: int, fit: str) -
     cfg["model"] = {"source": "local", "path": str(model_dir), "component": "thinker", "dtype": "bfloat16"}
     cfg["training"].update(gpus=1, threads=os.cpu_count() if gpu else 1, freeze_unused_towers=True,
                            keep_checkpoints=False, fit_to_hardware=fit)
-    # the paper's per-device setting (config.yaml), written out; bf16 is asked for on the CPU too
-    cfg["training"]["grpo"].update(max_steps=steps, per_device_train_batch_size=4, num_generations=4,
-                                   gradient_accumulation_steps=2, max_completion_length=128, temperature=1.2,
-                                   bf16=True, gradient_checkpointing=True, logging_steps=1, save_steps=10_000,
+    # the paper's per-device setting; bf16 is asked for on the CPU too
+    cfg["training"]["grpo"].update(max_steps=steps, **PAPER_GRPO, bf16=True, logging_steps=1, save_steps=10_000,
                                    save_only_model=True)
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -227,7 +289,7 @@ def estimate(config_path: Path, prompt_tokens: int, mem_gib: float) -> dict:
     out: dict = {"source": "shala.launch.gpu_memory.estimate_memory(Setup(gpus=1, deepspeed=True, zero_stage=3, ...))"}
     for key, tokens in (("as_run", prompt_tokens), ("preflight_default_prompt", None)):
         setup = setup_for(cfg["training"]["grpo"], gpus=1, deepspeed=True, zero_stage=3, freeze_towers=True,
-                          **({"prompt_tokens": tokens} if tokens else {}))
+                          zero3=_zero3_values(), **({"prompt_tokens": tokens} if tokens else {}))
         est = estimate_memory(shape, setup)
         out[key] = {"prompt_tokens": setup.prompt_tokens, "total_gib": round(est.total_gib, 2),
                     "fits_with_headroom": fits_in(est.total_gib, mem_gib),
@@ -389,6 +451,8 @@ def main() -> int:
     ap.add_argument("--fit", choices=("off", "fallback", "strict"), default="off",
                     help="training.fit_to_hardware: off (default) runs the configured setting, the paper's "
                          "generation with the gather; fallback, what a 1-GPU user's job applies")
+    ap.add_argument("--force", action="store_true",
+                    help="run without the memory gate (gpu_check.sh passes it where its probe already gated)")
     ap.add_argument("--build", metavar="DIR", help=argparse.SUPPRESS)  # the child process
     a = ap.parse_args()
     if a.build:
@@ -414,11 +478,19 @@ def main() -> int:
         ds_version = None
     res: dict = {"part": "d", "ok": False, "mode": "gpu" if gpu else "cpu-smoke (toy size, float32, CPU rank)",
                  "steps": a.steps, "fit_mode": a.fit, "deepspeed": ds_version, "error": None}
+    mem = nvidia_smi("memory.total") if gpu else None  # MiB; not torch's: this process keeps no CUDA context
+    if mem is not None and not a.force:  # before the 17.9 GB checkpoint: does the full-size step fit this GPU?
+        fits, res["memory_gate"] = memory_gate(round(mem / 1024, 1), "nvidia-smi memory.total")
+        if not fits:
+            res.update(ok=None, skipped=res["memory_gate"]["reason"],
+                       part_wall_s=round(time.perf_counter() - t_start, 1))
+            json_path.write_text(json.dumps(res, indent=2) + "\n")
+            log(f"skipped: {res['skipped']}")
+            return 0
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     watch = Watch(run_dir, gpu)
     try:
-        mem = nvidia_smi("memory.total") if gpu else None
         config = prepare(res, work, gpu, a, log_path, env, deadline)
         res["gpu_mem_gib"] = res["checkpoint"]["gpu_mem_gib"] or (round(mem / 1024, 1) if mem else None)  # torch's
         try:  # shala.launch.gpu_memory is changing: a failure there does not stop the measurement

@@ -13,7 +13,9 @@ For each of a text dataset (ChaosNLI-like items) and a speech + text one
      predict the test split.
 It checks what each step left (run.json: 2 steps, audio on for the speech
 data; one prediction per test item) and writes OUTDIR/gpu_check_a.json (the
-runs' own output: OUTDIR/gpu_check_a.runs.log).
+runs' own output: OUTDIR/gpu_check_a.runs.log) at the start and after each
+run, so a time-out keeps the text run's result; a run that fails records
+its error and the next one still runs.
 
     python bench/gpu_check_tiny.py OUTDIR [--cpu-smoke]
 """
@@ -95,8 +97,28 @@ def run(cmd: list[str], log) -> float:
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode:
-        raise SystemExit(f"gpu_check_tiny: failed ({r.returncode}): {' '.join(cmd)}; see gpu_check_a.runs.log")
+        raise RuntimeError(f"exit {r.returncode}: {' '.join(cmd[:8])} ...; see gpu_check_a.runs.log")
     return time.perf_counter() - t
+
+
+def one_run(name: str, d: Path, launch: list[str], py: list[str], model: Path, config: Path, work: Path, log) -> dict:
+    """Train, reload and predict one dataset; its checks."""
+    run_dir = work / "models" / name
+    t_train = run(launch + ["train", "--dataset", name, "--method", "shala", "--seed", "0", "--data", str(d),
+                            "--model", str(model), "--out", str(run_dir), "--config", str(config)], log)
+    record = json.loads((run_dir / "run.json").read_text())
+    preds = work / "predictions" / f"{name}.jsonl"
+    t_pred = run(py + ["predict", "--dataset", name, "--data", str(d), "--model", str(run_dir), "--split", "test",
+                       "--out", str(preds), "--config", str(config)], log)
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    pred_record = json.loads(preds.with_suffix(".run.json").read_text())
+    checks = {"global_step": record["global_step"] == 2, "audio": record["audio"] == (name == "msp_podcast"),
+              "predicted_every_item": len(rows) == 3,
+              "predict_audio": pred_record.get("audio") == (name == "msp_podcast"),
+              "weights_saved": any(run_dir.glob("*.safetensors"))}
+    return {"train_seconds": round(t_train, 1), "predict_seconds": round(t_pred, 1),
+            "world_size": record["world_size"], "device": record["device"],
+            "seconds_per_step": record["timing"]["seconds_per_step"], "checks": checks}
 
 
 def main() -> None:
@@ -121,31 +143,25 @@ def main() -> None:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "config/accelerate_zero3.yaml",
                   "--num_processes", "1", "--main_process_port", port, "-m", "shala"]
     result = {"mode": "gpu: accelerate + ZeRO-3, bf16" if gpu else "cpu-smoke: single process, float32",
-              "python": sys.version.split()[0], "runs": {}}
+              "python": sys.version.split()[0], "ok": False, "pending": list(data), "runs": {}}
+    path = out / "gpu_check_a.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
     with open(out / "gpu_check_a.runs.log", "w") as log:
         for name, d in data.items():
-            run_dir = work / "models" / name
-            t_train = run(launch + ["train", "--dataset", name, "--method", "shala", "--seed", "0",
-                                    "--data", str(d), "--model", str(model), "--out", str(run_dir),
-                                    "--config", str(config)], log)
-            record = json.loads((run_dir / "run.json").read_text())
-            preds = work / "predictions" / f"{name}.jsonl"
-            t_pred = run(py + ["predict", "--dataset", name, "--data", str(d), "--model", str(run_dir),
-                               "--split", "test", "--out", str(preds), "--config", str(config)], log)
-            rows = [json.loads(line) for line in preds.read_text().splitlines()]
-            pred_record = json.loads(preds.with_suffix(".run.json").read_text())
-            checks = {"global_step": record["global_step"] == 2, "audio": record["audio"] == (name == "msp_podcast"),
-                      "predicted_every_item": len(rows) == 3,
-                      "predict_audio": pred_record.get("audio") == (name == "msp_podcast"),
-                      "weights_saved": any(run_dir.glob("*.safetensors"))}
-            result["runs"][name] = {"train_seconds": round(t_train, 1), "predict_seconds": round(t_pred, 1),
-                                    "world_size": record["world_size"], "device": record["device"],
-                                    "seconds_per_step": record["timing"]["seconds_per_step"], "checks": checks}
-            print(f"(a) {name}: train {t_train:.1f} s, predict {t_pred:.1f} s, checks {checks}", flush=True)
-    result["ok"] = all(all(r["checks"].values()) for r in result["runs"].values())
-    (out / "gpu_check_a.json").write_text(json.dumps(result, indent=2) + "\n")
+            try:
+                row = one_run(name, d, launch, py, model, config, work, log)
+                print(f"(a) {name}: train {row['train_seconds']} s, predict {row['predict_seconds']} s, "
+                      f"checks {row['checks']}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - the other dataset's run still runs
+                row = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                print(f"(a) {name}: FAILED {row['error']}", flush=True)
+            result["runs"][name] = row
+            result["pending"].remove(name)
+            result["ok"] = not result["pending"] and all(
+                "error" not in r and all(r["checks"].values()) for r in result["runs"].values())
+            path.write_text(json.dumps(result, indent=2) + "\n")  # now: a time-out keeps this run
     if not result["ok"]:
-        raise SystemExit("gpu_check_tiny: a check failed; see gpu_check_a.json")
+        raise SystemExit("gpu_check_tiny: a run failed or a check did not hold; see gpu_check_a.json")
 
 
 if __name__ == "__main__":

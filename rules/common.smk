@@ -57,6 +57,12 @@ def _cfg_get(path):
         if not isinstance(node, dict) or key not in node:
             return None
         node = node[key]
+    if path in ("model", "model.revision") and config["model"]["source"] == "hub":
+        # pinning the commit the fetched folder holds is no change (shala.model.hub.revision_key)
+        from shala.model.hub import revision_key
+
+        key = revision_key(config["model"], base_model())
+        return key if path == "model.revision" else {**node, "revision": key}
     return node
 
 
@@ -160,13 +166,28 @@ def cluster_resources(role, gpu=0):
 
 
 def preflight(config_file):
-    """GPU training first runs `shala preflight` (launch config, per-GPU
-    memory; exit 3 when the run will not fit), into the job's log; CPU
-    training has nothing to check."""
+    """What a training job runs before its launcher's words, into the job's
+    log. GPU training: `shala gpus` holds training.gpus devices of the job's
+    own while it runs (a local run; under SLURM it keeps the scheduler's),
+    and on them `shala preflight` checks the launch config and per-GPU
+    memory (exit 3 when the run will not fit) before the launcher runs in
+    its place (shala.launch.launcher.on_own_gpus). CPU training: nothing."""
+    from shala.launch.launcher import on_own_gpus
+
     if gpus() == 0:
         return ""
     disk = " --enforce-disk" if config["training"]["check_disk"] else ""
-    return f"shala preflight --config {shlex.quote(config_file)} --gpus {gpus()}{disk} &&"
+    check = f"shala preflight --config {shlex.quote(config_file)} --gpus {gpus()}{disk}"
+    return on_own_gpus(gpus(), first=check).rstrip()
+
+
+def own_gpus(count):
+    """`shala gpus --count N -- ` before a GPU job's command: in a local run
+    the job gets N devices of its own (Snakemake counts the `gpu` resource
+    but assigns no device); "" for a CPU job, whose command stays as it was."""
+    from shala.launch.launcher import on_own_gpus
+
+    return on_own_gpus(count)
 
 
 def launcher():

@@ -18,14 +18,16 @@ rule predict:
             "model.dtype", "model.component", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only",
             "evaluation.max_new_tokens", "evaluation.limit",
         ),
+        gpus=own_gpus(min(gpus(), 1)),
     threads: job_threads()
     resources:
         **cluster_resources("predict", min(gpus(), 1)),
     conda:
         "../envs/model.yaml"
     shell:
-        "HF_HUB_OFFLINE=1 shala predict --dataset {wildcards.dataset} --data {params.data} --model {params.model}"
-        " --split {wildcards.split} --out {output} {params.limit} --threads {threads}"
+        # a GPU prediction runs on a device of its own (shala gpus), a CPU one as it is
+        "HF_HUB_OFFLINE=1 {params.gpus}shala predict --dataset {wildcards.dataset} --data {params.data}"
+        " --model {params.model} --split {wildcards.split} --out {output} {params.limit} --threads {threads}"
         " --config {params.config} > {log} 2>&1"
 
 

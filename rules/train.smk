@@ -15,7 +15,8 @@ rule warmup_sft:
         model=lambda w, input: input.model[0] if input.model else base_model(),
         config=CONFIG_FILE,
         slice=config_slice(
-            "model", "datasets.{dataset}.prompt", "training.warmup_sft", "training.freeze_unused_towers"
+            "model", "datasets.{dataset}.prompt", "training.warmup_sft", "training.freeze_unused_towers",
+            "training.peft",
         ),
         launcher=launcher(),
         preflight=preflight(CONFIG_FILE),
@@ -50,7 +51,7 @@ rule train:
         slice=config_slice(
             "model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.grpo", "datasets.{dataset}.grpo",
             "training.warmup_sft",
-            "methods.{method}", "training.freeze_unused_towers", "training.mask_forced_tokens",
+            "methods.{method}", "training.freeze_unused_towers", "training.mask_forced_tokens", "training.peft",
         ),
         launcher=launcher(),
         preflight=preflight(CONFIG_FILE),

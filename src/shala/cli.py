@@ -89,8 +89,10 @@ def _set_threads(config, threads: int | None) -> None:
     if threads:
         import torch
 
-        torch.set_num_threads(threads)
-        config["training"]["threads"] = threads
+        from .train.device import threads_per_rank
+
+        torch.set_num_threads(threads_per_rank(threads))
+        config["training"]["threads"] = threads  # the job's; each rank takes its share
 
 
 def cmd_predict(a) -> None:
@@ -140,6 +142,19 @@ def cmd_free_port(a) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("", 0))
         print(sock.getsockname()[1])
+
+
+def cmd_gpus(a) -> None:
+    """Run a command on GPUs of its own (shala.launch.devices): a local run's
+    GPU jobs then never share devices; exits with the command's status."""
+    from .launch.devices import run_on_gpus
+
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    try:
+        rc = run_on_gpus(a.count, cmd, lock_dir=a.lock_dir, wait=a.wait)
+    except KeyboardInterrupt:  # interrupted while waiting for devices
+        rc = 128 + 2
+    sys.exit(rc)
 
 
 def cmd_report(a) -> None:
@@ -263,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("free-port", help="print a free TCP port (each training launch's rendezvous port)")
     s.set_defaults(func=cmd_free_port)
+
+    s = sub.add_parser("gpus", help="run CMD on GPUs of its own, held while it runs (CUDA_VISIBLE_DEVICES; "
+                                    "inside a SLURM job CMD keeps the scheduler's)")
+    s.add_argument("--count", type=int, required=True, metavar="N", help="GPUs the command needs (0: run it as is)")
+    s.add_argument("--lock-dir", metavar="DIR",
+                   help="where the per-GPU locks live, shared by every job of this machine "
+                        "(default: $SHALA_GPU_LOCK_DIR, else shala-gpus-<uid>[-slurm<job id>] in the temp dir)")
+    s.add_argument("--wait", type=float, metavar="S",
+                   help="give up (exit 2) after S seconds without N free GPUs (default: wait until they are)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
+    s.set_defaults(func=cmd_gpus)
 
     s = sub.add_parser("preflight", help="check the launch config, per-GPU memory (with the fallback "
                                          "training applies) and disk before a GPU training job "

@@ -110,3 +110,13 @@ def test_batch_size_edit_reruns_nothing(complete_run):
     """Greedy predictions do not depend on the batch size (tests/unit/test_predict.py)."""
     work, base = complete_run
     assert _planned(work, base, {"evaluation.batch_size": 4}) == {}
+
+
+@needs_shared_data("chaosnli")
+def test_lora_switch_reruns_training(complete_run):
+    """training.peft is read by training (shala.train.lora): turning LoRA on
+    retrains every trained run and what follows, and nothing before it."""
+    work, base = complete_run
+    jobs = _planned(work, base, {"training.peft.enabled": True})
+    assert not MODEL_JOBS & set(jobs), jobs
+    assert jobs["train"] == 2 and jobs["predict"] == 2 and jobs["evaluate"] == 2 and jobs["report"] == 1

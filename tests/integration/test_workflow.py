@@ -111,8 +111,8 @@ def test_gpu_training_runs_preflight_first(tmp_path):
     r = _smk("-n", "-p", "--config", f"results={tmp_path}/res")
     cmds = [line.removeprefix("Shell command: ") for line in r.stdout.splitlines()
             if " train --dataset " in line or " sft --dataset " in line]
-    assert cmds and all(c.startswith(f"(shala preflight --config {tmp_path}/res/.config/config.yaml --gpus 2"
-                                     " --enforce-disk && "
+    assert cmds and all(c.startswith(f"(shala gpus --count 2 -- bash -c 'shala preflight --config "
+                                     f"{tmp_path}/res/.config/config.yaml --gpus 2 --enforce-disk && exec \"$@\"' job "
                                      "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2"
                                      " --main_process_port $(shala free-port) -m shala ")
                         for c in cmds)
@@ -184,9 +184,9 @@ def test_paper_dag_fetches_the_hub_model_once_before_any_gpu_job(tmp_path):
     assert {j["rule"] for j in gpu_jobs} == {"warmup_sft", "train"}
     for j in gpu_jobs:
         assert model in j["input"].split(", "), j
-        assert j["shell"].startswith("export HF_HUB_OFFLINE=1\n(shala preflight") and f"--model {model} " in j["shell"]
+        assert j["shell"].startswith("export HF_HUB_OFFLINE=1\n(shala gpus --count 2 -- bash -c 'shala preflight") and f"--model {model} " in j["shell"]
     predict = [j for j in jobs if j["rule"] == "predict"]
-    assert predict and all(j["shell"].startswith("HF_HUB_OFFLINE=1 shala predict ") for j in predict)
+    assert predict and all(j["shell"].startswith("HF_HUB_OFFLINE=1 shala gpus --count 1 -- shala predict ") for j in predict)
     zs = [j for j in predict if "/zs/" in j["output"]]
     assert zs and all(model in j["input"].split(", ") and f"--model {model} " in j["shell"] for j in zs)
     # the rule graph: fetch_model feeds training and prediction, and nothing feeds it

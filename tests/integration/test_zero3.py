@@ -109,13 +109,14 @@ def _env() -> dict:
             "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
-def _train_cmd(setup, name: str, method: str, config: Path | None = None, tag: str = "") -> tuple[str, Path]:
+def _train_cmd(setup, name: str, method: str, config: Path | None = None, tag: str = "",
+               threads: int = 1) -> tuple[str, Path]:
     root, model, data, cfg = setup
     out = root / "models" / name / (method + tag)
     prefix = launcher_command(cfg["training"])
     assert prefix.startswith("accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2 ")
     cmd = (f"{prefix} train --dataset {name} --method {method} --seed 0 --data {data[name]}"
-           f" --model {model} --out {out} --threads 1 --config {config or root / 'config.yaml'}")
+           f" --model {model} --out {out} --threads {threads} --config {config or root / 'config.yaml'}")
     return cmd, out
 
 
@@ -199,11 +200,12 @@ def test_zero3_audio_grpo_two_ranks(setup):
     """Speech + text: MSP-format items, the audio tower runs on both ranks
     (in generation and in the loss forward), under ZeRO-3."""
     root, model, _, _ = setup
-    cmd, out = _train_cmd(setup, "msp_podcast", "shala")
+    cmd, out = _train_cmd(setup, "msp_podcast", "shala", threads=2)
     log = root / "train-audio.log"
     proc = _launch(cmd, log)
     assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     rec = _check_record(out, log)
+    assert rec["torch_threads"] == 1  # the job's 2 threads shared by its 2 ranks (issue 26)
     assert rec["audio"] is True and rec["global_step"] == 2
     assert rec["audio_tower_calls"] >= 2  # rank 0: generation and loss, each step
     assert log.read_text().count("audio tower ran") == 2  # one line per rank
@@ -214,8 +216,8 @@ def test_zero3_audio_grpo_two_ranks(setup):
 def test_zero3_lora_audio_two_ranks(setup):
     """LoRA (training.peft) under the same 2-rank ZeRO-3 launch, on speech +
     text: adapters only train (the audio tower runs but gets none), the
-    trainer's save gathers them, every rank merges, rank 0 writes a whole
-    merged thinker that `shala predict` reads in one process."""
+    trainer's save gathers them whole, and `shala predict` applies them
+    unmerged over the base in one process."""
     root, model, _, cfg = setup
     lora = copy.deepcopy(cfg)
     lora["training"]["peft"] = {"enabled": True, "r": 4, "lora_alpha": 8}
@@ -232,7 +234,7 @@ def test_zero3_lora_audio_two_ranks(setup):
     assert adapter and all("lora_" in k for k in adapter)
     assert not any(t in k for k in adapter for t in ("audio_tower", "visual"))  # frozen towers: no adapters
     assert sum(t.numel() for t in adapter.values()) == peft["trainable_params"]  # whole, not one rank's shard
-    steps = [r for r in read_jsonl(out / "train_log.jsonl") if r.get("event") == "log" and "grad_norm" in r]
-    _check_saved(model, out, trained=any((r["grad_norm"] or 0) > 0 for r in steps))
+    assert not list(out.glob("*.safetensors"))  # no merged copy (shala.model.adapters)
+    assert json.loads((out / "adapter_base.json").read_text()) == {"base_model": str(model)}
     rows = _predict(setup, "msp_podcast", out)
     assert [r["id"] for r in rows] == ["MSP_0", "MSP_1", "MSP_2"] and all(r["dist"] is not None for r in rows)

@@ -125,7 +125,7 @@ def test_cli_disk_section_and_error(paper, omni, capsys, tmp_path):
     assert "NOT ENOUGH" in verdict and f"{need:.1f} GiB needed by 10 unfinished" in verdict
     assert "training.grpo.save_total_limit 1" in verdict and "training.keep_checkpoints" in verdict
     # a memory verdict of 3 wins over the disk's 4
-    rc, _ = _preflight(capsys, "--config", str(over), "--free-disk", "400", "--gpu-mem", "8", "--enforce-disk")
+    rc, _ = _preflight(capsys, "--config", str(over), "--free-disk", "400", "--gpu-mem", "4", "--enforce-disk")
     assert rc == 3
 
 

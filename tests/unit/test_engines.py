@@ -145,3 +145,27 @@ def test_schema_defaults_and_engine_names():
     grpo = fill_defaults({}, at="training.grpo")
     assert grpo["use_transformers_continuous_batching"] is False and grpo["use_vllm"] is False
     assert schema()["properties"]["evaluation"]["properties"]["engine"]["enum"] == list(ENGINES)
+
+
+@pytest.mark.gpu_first_run
+def test_vllm_rollouts_for_the_omni_thinker_are_refused_before_the_model_loads(paper_config, tmp_path):
+    """TRL's colocate weight sync sends transformers-5 names that vLLM's Omni
+    thinker does not map: refused whether or not vllm is installed, naming
+    the field, by training (before loading) and in the config scan preflight uses."""
+    from shala.model.engines import vllm_model_problems, vllm_rollout_fields
+    from shala.train.grpo import run_train
+
+    config = copy.deepcopy(paper_config)
+    dataset = next(iter(config["datasets"]))
+    config["training"]["grpo"]["use_vllm"] = True
+    omni = tmp_path / "omni"  # what is read before loading: the model type
+    omni.mkdir()
+    (omni / "config.json").write_text('{"model_type": "qwen2_5_omni"}')
+    with pytest.raises(ConfigError, match=r"^training\.grpo\.use_vllm: true cannot train the Qwen2\.5-Omni thinker"):
+        run_train(config, dataset, "shala", 0, tmp_path / "data", str(omni), tmp_path / "out")
+    assert not (tmp_path / "out" / "run.json").exists()
+    config["methods"]["mls"].setdefault("overrides", {})["use_vllm"] = True
+    assert vllm_rollout_fields(config) == ["training.grpo.use_vllm", "methods.mls.overrides.use_vllm"]
+    problems = vllm_model_problems(config, "qwen2_5_omni_thinker")
+    assert [p.split(":")[0] for p in problems] == vllm_rollout_fields(config)
+    assert vllm_model_problems(config, "qwen2") == []  # a plain text model: the other checks apply

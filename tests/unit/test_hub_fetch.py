@@ -276,3 +276,51 @@ def test_hub_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(ShalaError, match=r"Qwen/Tiny-Omni@main: the hub does not answer \(Connection refused\)"):
         fetch_model(_cfg(), tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.gpu_first_run
+def test_pinning_the_fetched_commit_fetches_nothing(tmp_path, mirror):
+    """README: copy the MANIFEST's commit into model.revision to pin the run.
+    Pinning the commit the folder already holds neither fetches again (the
+    mirror is gone by then) nor gives the workflow anything to rerun; a
+    different commit would."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from shala.model.hub import revision_key
+
+    root, _ = mirror
+    own = tmp_path / "mirror"
+    shutil.copytree(root, own)
+    repo_root = Path(__file__).resolve().parents[2]
+    bin_dir = Path(sys.executable).parent
+    res = tmp_path / "res"
+    target = res / "models" / "base" / "Qwen--Tiny-Omni-thinker"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
+
+    def snakemake(revision, *args):
+        overlay = tmp_path / "o.yaml"
+        overlay.write_text(yaml.safe_dump({"results": str(res), "model_mirror": str(own),
+                                           "model": _cfg(dtype="float32", revision=revision)}))
+        r = subprocess.run([str(bin_dir / "snakemake"), str(target), "--cores", "1", "--nolock",
+                            "--configfile", str(overlay), *args],
+                           cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stdout + r.stderr
+
+    snakemake(None)  # fetched from the mirror at its commit
+    rec = json.loads((target / MANIFEST).read_text())
+    assert (rec["revision"], rec["revision_requested"]) == (COMMIT, "main")
+    stamp = (target / MANIFEST).stat().st_mtime_ns
+    shutil.rmtree(own)  # from here on, a fetch would fail
+    assert revision_key(_cfg(revision=COMMIT), target) == revision_key(_cfg(revision=None), target) == "main"
+    assert revision_key(_cfg(revision="f" * 40), target) == "f" * 40
+    out = snakemake(COMMIT, "-n")
+    assert "Nothing to be done" in out and "fetch_model" not in out, out
+    assert fetch_model(_cfg(revision=COMMIT), target, model_mirror=own) == target  # by hand: nothing fetched
+    assert (target / MANIFEST).stat().st_mtime_ns == stamp
+    assert "fetch_model" in snakemake("f" * 40, "-n")  # another commit is a change

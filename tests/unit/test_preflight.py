@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import pytest
 import yaml
 
 from shala.cli import main
-from shala.launch.gpu_memory import GIB, Setup, estimate_memory, smallest_gpus, suggestions
+from shala.launch.fit import suggestions
+from shala.launch.gpu_memory import GIB, Setup, estimate_memory, smallest_gpus
 from shala.launch.launch_check import check_launch_config
 from shala.launch.model_shape import ModelShape, count_parameters
 from shala.launch.preflight import EXIT_DOES_NOT_FIT, EXIT_OK, EXIT_PROBLEMS
+from shala.train.toolchain import toolchain_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 ACC = "config/accelerate_zero3.yaml"
@@ -65,7 +68,8 @@ def _lines(est):
 
 
 def test_estimate_arithmetic_by_hand():
-    # P = 1e9 params, T = 6e8 trainable (towers frozen), N = 4, ZeRO-3.
+    # P = 1e9 params, T = 6e8 trainable (towers frozen), N = 4, ZeRO-3 with
+    # DeepSpeed's defaults (sub_group_size 1e9, max live 1e9, prefetch 5e7).
     est = estimate_memory(SMALL, SMALL_SETUP)
     got = _lines(est)
     assert got["weights"] == 2 * 1e9 / 4                  # bf16, sharded
@@ -76,9 +80,19 @@ def test_estimate_arithmetic_by_hand():
     assert got["activations"] == 32 * 2 * (2 * 2 * 4 + 12 * 4 + 4 * 8) == 6144
     # 2*3 seqs x 16 tokens x 2 layers x (k, v) x 1 kv head x head_dim 2 x 2 B
     assert got["generation KV cache"] == 6 * 16 * 2 * 2 * 1 * 2 * 2 == 1536
+    # 2*3 prompts x 10 tokens x 2 B x (2h + 3i)
+    assert got["generation prefill"] == 6 * 10 * 2 * (2 * 4 + 3 * 8) == 3840
+    # max(max live 1e9, largest parameter 0 + prefetch 5e7) = 1e9, bf16
+    assert got["ZeRO-3 live gathered parameters"] == 2 * 1e9
+    # 8 B x min(T/N = 1.5e8, 1e9 + 0)
+    assert got["optimizer step transient"] == 8 * 1.5e8
     assert got["CUDA context / allocator / NCCL"] == GIB
-    total = 5e8 + 1.8e9 + 3e8 + 2e9 + 6144 + 1536 + GIB
-    assert est.total == pytest.approx(total)
+    static = 5e8 + 1.8e9 + 3e8 + GIB
+    phases = {"generation": 2e9 + 1536 + 3840, "forward/backward": 6144 + 2e9, "optimizer step": 1.2e9}
+    assert est.static == pytest.approx(static)
+    assert est.phase_bytes() == pytest.approx(phases)
+    assert est.peak_phase == "forward/backward"
+    assert est.total == pytest.approx(static + 2e9 + 6144)
     assert est.host_bytes == 0
 
 
@@ -86,41 +100,56 @@ def test_estimate_variants_by_hand():
     # Towers trainable: T = P = 1e9.
     got = _lines(estimate_memory(SMALL, dataclasses.replace(SMALL_SETUP, freeze_towers=False)))
     assert got["optimizer"] == 12 * 1e9 / 4 and got["gradients"] == 2 * 1e9 / 4
-    # Optimizer offloaded to CPU: nothing on the GPU, 12 B x T / N on the host.
+    # Optimizer offloaded to CPU: under ZeRO-3 the optimizer state and the bf16
+    # gradient partitions are host memory, and the step has no GPU transient.
     est = estimate_memory(SMALL, dataclasses.replace(SMALL_SETUP, offload_optimizer=True))
-    assert _lines(est)["optimizer"] == 0 and est.host_bytes == 12 * 6e8 / 4
-    # ZeRO-2: weights whole, no gather; optimizer and gradients still sharded.
+    got = _lines(est)
+    assert got["optimizer"] == 0 and got["gradients"] == 0 and "optimizer step transient" not in got
+    assert est.host_bytes == 12 * 6e8 / 4 + 2 * 6e8 / 4
+    # ZeRO-2: weights whole, no gather; optimizer and gradients still sharded;
+    # the step casts the whole partition (8 B x T/N).
     got = _lines(estimate_memory(SMALL, dataclasses.replace(SMALL_SETUP, zero_stage=2)))
     assert got["weights"] == 2e9 and "generation gather" not in got
     assert got["optimizer"] == 12 * 6e8 / 4 and got["gradients"] == 2 * 6e8 / 4
+    assert got["optimizer step transient"] == 8 * 6e8 / 4
     # No checkpointing: every layer's tensors, 2 B x L x (12h + 4i) per token.
     got = _lines(estimate_memory(SMALL, dataclasses.replace(SMALL_SETUP, gradient_checkpointing=False)))
     assert got["activations"] == 32 * 2 * 2 * (12 * 4 + 4 * 8)
     # No DeepSpeed (one process): fp32 weights, fp32 gradients, Adam m and v.
-    got = _lines(estimate_memory(SMALL, dataclasses.replace(SMALL_SETUP, gpus=1, deepspeed=False)))
+    est = estimate_memory(SMALL, dataclasses.replace(SMALL_SETUP, gpus=1, deepspeed=False, overhead_gib=None))
+    got = _lines(est)
     assert got["weights"] == 4e9 and got["gradients"] == 4 * 6e8 and got["optimizer"] == 8 * 6e8
     assert got["optimizer step scratch"] == 4 * 6e8 and "generation gather" not in got
+    # one process: 1 GiB of overhead; gradients + scratch at the step are its peak
+    assert got["CUDA context / cuBLAS / allocator"] == GIB
+    assert est.peak_phase == "optimizer step"
+    assert est.total == pytest.approx(4e9 + 8 * 6e8 + GIB + 4 * 6e8 + 4 * 6e8)
 
 
 def test_smallest_gpu_count_by_hand():
-    # Unsharded part: gather 2e9 + 6144 + 1536 + 1 GiB; sharded: (2e9 + 7.2e9 + 1.2e9) / N.
-    fixed = 2e9 + 6144 + 1536 + GIB
+    # Unsharded: 1 GiB + the forward/backward phase (live 2e9 + 6144), which is
+    # the peak from N = 3 (step 8 B x 6e8 / N); sharded: (2e9 + 7.2e9 + 1.2e9) / N.
+    fixed = 2e9 + 6144 + GIB
     mem_gib = (fixed + 10.4e9 / 5) / GIB / 0.9 + 1e-9   # exactly enough for N = 5 with 10 % headroom
     assert smallest_gpus(SMALL, SMALL_SETUP, mem_gib) == 5
     assert smallest_gpus(SMALL, SMALL_SETUP, fixed / GIB) is None   # no N makes the shards vanish
     tips = suggestions(SMALL, SMALL_SETUP, mem_gib, "ds.json")
     assert any("training.gpus 5" in t for t in tips)
     assert any("offload_optimizer.device" in t and "ds.json" in t for t in tips)
+    assert any("sub_group_size 1e+08" in t for t in tips)          # DeepSpeed's 1e9 is above shala's
 
 
 def test_paper_setup_on_two_gpus(omni_shape):
-    """The paper's setup, ZeRO-3 on 2 GPUs, towers frozen: weights 2P/2,
-    optimizer 12T/2, gradients 2T/2, gather 2P, ..."""
+    """The paper's setup, ZeRO-3 on 2 GPUs, towers frozen: static weights
+    2P/2, optimizer 12T/2, gradients 2T/2, 3 GiB; the generation phase
+    (gather 2P, KV cache, prefill) is its peak."""
     setup = Setup(gpus=2, zero_stage=3, batch=4, generation_steps=2, completion_tokens=128)
     est = estimate_memory(omni_shape, setup)
     p, t = omni_shape.total, omni_shape.groups["text"]
-    fixed = 2 * p / 2 + 12 * t / 2 + 2 * t / 2 + 2 * p
-    assert est.total == pytest.approx(fixed + sum(l.bytes for l in est.lines[4:]))
+    assert est.static == pytest.approx(2 * p / 2 + 12 * t / 2 + 2 * t / 2 + 3 * GIB)
+    assert est.peak_phase == "generation"
+    gen = sum(line.bytes for line in est.lines if "generation" in line.phases)
+    assert gen == pytest.approx(2 * p + 8 * 640 * 28 * 2 * 4 * 128 * 2 + 8 * 512 * 2 * (2 * 3584 + 3 * 18944))
     assert 70 < est.total_gib < 90
 
 
@@ -203,10 +232,11 @@ def test_cli_does_not_fit_on_24gb_and_names_fixes(in_repo, capsys):
     assert "offload_optimizer.device" in out and "more GPUs" in out
 
 
-def test_cli_nothing_fits_on_8gb_exits_3(in_repo, capsys):
-    rc, out = _preflight(capsys, "--gpus", "2", "--gpu-mem", "8")
+def test_cli_nothing_fits_on_4gb_exits_3(in_repo, capsys):
+    """2 x 4 GiB: even all offloads and no gather (5.6 GiB) leave under 10 % free."""
+    rc, out = _preflight(capsys, "--gpus", "2", "--gpu-mem", "4")
     assert rc == EXIT_DOES_NOT_FIT, out
-    assert "fit: no fallback of the 5 fits (tried: no_gather 62.8 GiB" in out
+    assert "fit: no fallback of the 5 fits (tried: no_gather 63.7 GiB" in out
 
 
 def test_cli_unknown_memory_exits_0_with_a_note(in_repo, capsys, monkeypatch):
@@ -234,3 +264,30 @@ def test_installed_command_exit_status():
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == EXIT_DOES_NOT_FIT, r.stdout + r.stderr
     assert "per-GPU memory estimate" in r.stdout
+
+
+@pytest.mark.gpu_first_run
+def test_cli_refuses_vllm_rollouts_for_the_omni_thinker(in_repo, tmp_path, capsys):
+    """use_vllm over the paper's config fits in memory, yet would train on
+    stale rollouts: exit 2, the field named, before any model loads."""
+    (tmp_path / "over.yaml").write_text(yaml.safe_dump({"training": {"grpo": {"use_vllm": True}}}))
+    rc, out = _preflight(capsys, "--config", str(tmp_path / "over.yaml"), "--gpus", "2", "--gpu-mem", "141")
+    assert rc == EXIT_PROBLEMS, out
+    assert "PROBLEM: training.grpo.use_vllm: true cannot train the Qwen2.5-Omni thinker" in out
+    assert "verdict: FITS" in out  # memory is not the reason
+    rc, out = _preflight(capsys, "--gpus", "2", "--gpu-mem", "141")
+    assert rc == EXIT_OK and "use_vllm" not in out
+
+
+@pytest.mark.gpu_first_run
+def test_cli_names_a_missing_compiler_where_cuda_is(in_repo, tmp_path, capsys, monkeypatch):
+    """With CUDA visible and no C compiler, TRL's Triton kernels would fail at
+    the first loss: preflight says so and exits 2."""
+    monkeypatch.setattr("shala.launch.preflight.detect_gpus", lambda: (2, 139.8, "NVIDIA H200"))
+    monkeypatch.setattr("shala.launch.preflight.toolchain_problems",
+                        functools.partial(toolchain_problems, triton=True))  # as where CUDA torch ships Triton
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    rc, out = _preflight(capsys, "--gpus", "2")
+    assert rc == EXIT_PROBLEMS, out
+    assert "PROBLEM: no C compiler (gcc or clang) on PATH" in out and "verdict: FITS" in out

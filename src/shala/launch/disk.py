@@ -15,8 +15,8 @@ P = all parameters, T = trainable ones (:mod:`shala.launch.gpu_memory`), GiB = 2
   (``training.peft``; A = adapter parameters, :func:`~shala.launch.gpu_memory.lora_params`)
   the Trainer saves the adapters alone: fp32 adapters + Adam m, v, 12 B x A.
 - The final weights beside ``run.json``: 2 B x P under DeepSpeed (the bf16
-  gather), 4 B x P without (fp32 training weights). With LoRA the merged
-  copy in the base's bf16, 2 B x P, plus the fp32 adapters, 4 B x A.
+  gather), 4 B x P without (fp32 training weights). With LoRA the fp32
+  adapters alone, 4 B x A (no merged copy: :mod:`shala.model.adapters`).
 - While a run goes the Trainer keeps ``save_total_limit`` checkpoints
   (training.grpo, or a method's overrides; shala's default 2), and has one
   more on disk while it writes a new one before deleting the oldest
@@ -151,8 +151,7 @@ def checkpoint_bytes(shape: ModelShape, *, deepspeed: bool, freeze_towers: bool 
 
 def final_bytes(shape: ModelShape, *, deepspeed: bool, lora: int | None = None) -> tuple[float, str]:
     if lora is not None:
-        return 2 * shape.total + 4 * lora, (f"merged bf16 2 B x {billions(shape.total)} + "
-                                            f"adapters 4 B x {billions(lora)}")
+        return 4 * lora, f"adapters alone, fp32 4 B x {billions(lora)} (no merged copy)"
     b = 2 if deepspeed else 4
     return b * shape.total, f"{'bf16' if deepspeed else 'fp32'}, {b} B x {billions(shape.total)}"
 

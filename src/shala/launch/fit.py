@@ -5,7 +5,8 @@ memory an hour in).
 
 Two callers share :func:`choose`: ``shala preflight`` says which fallback a
 job will get, and :func:`fit_to_hardware`, called by training before the
-GRPOConfig/SFTConfig is built, applies it.
+GRPOConfig/SFTConfig is built, applies it. :func:`suggestions` lists, for a
+job that does not fit, the settings that would (each with its estimate).
 
 Fallbacks
 ---------
@@ -20,7 +21,8 @@ is skipped):
    bf16 copy (2 B x parameters per GPU): slower rollouts, nothing else.
 2. ``offload_optimizer``: DeepSpeed ``zero_optimization.offload_optimizer.device:
    cpu``. fp32 master weights and Adam moments (12 B x trainable / GPUs per
-   process) live in host RAM and DeepSpeed's CPU Adam steps them: slower
+   process; under ZeRO-3 also the bf16 gradient partitions, 2 B x trainable /
+   GPUs) live in host RAM and DeepSpeed's CPU Adam steps them: slower
    steps, host RAM, DeepSpeed's ``cpu_adam`` op (built on first use).
 3. ``offload_optimizer+no_gather``: both of the above.
 4. ``offload_param``: parameter offload too (``offload_param.device: cpu``;
@@ -65,12 +67,14 @@ from typing import Any
 
 from ..errors import ConfigError, ShalaError
 from ..jsonio import write_json
-from .gpu_memory import GIB, HEADROOM, Estimate, Setup, estimate_memory, fits_in, peft_setup, setup_for
+from .gpu_memory import (GIB, HEADROOM, MAX_GPUS, Estimate, Setup, estimate_memory, fits_in, peft_setup, setup_for,
+                         smallest_gpus)
 from .launch_check import LaunchCheck, check_ds_values, first_line
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
 FIT_MODES = ("fallback", "strict", "off")
 DS_CONFIG_NAME = "ds_config.fit.json"
+SMALL_SUB_GROUP = 100_000_000   # config/ds_zero3.json's sub_group_size (shala.launch.zero3_memory)
 DS_ENV = "ACCELERATE_DEEPSPEED_CONFIG_FILE"
 # DeepSpeed AdamW, its values filled from the TrainingArguments (transformers'
 # HfTrainerDeepSpeedConfig.trainer_config_process).
@@ -270,7 +274,8 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
     setup = setup_for(settings, gpus=n, deepspeed=deepspeed, zero_stage=launch.zero_stage,
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none",
-                      freeze_towers=bool(config["training"]["freeze_unused_towers"]), generation=generation)
+                      freeze_towers=bool(config["training"]["freeze_unused_towers"]), generation=generation,
+                      zero3=launch.zero3)
     setup = peft_setup(setup, config["training"]["peft"])  # LoRA: frozen bf16 base, adapters train
     choice = choose(shape, setup, mem, mode=mode, generation=generation, has_ds_file=bool(ds_path))
     if not choice.fits:
@@ -297,3 +302,58 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
         notes.append(f"fit: DeepSpeed config {new_ds} (copy of {ds_path} with the offload), "
                      f"{DS_ENV} points at it")
     return settings, notes, record
+
+
+def suggestions(shape: ModelShape, setup: Setup, mem_gib: float, ds_file: str | None) -> list[str]:
+    """Settings that would make the estimate fit, each with its estimate."""
+    ds = ds_file or "the DeepSpeed json"
+    options: list[tuple[str, Setup]] = []
+    if setup.deepspeed and not setup.offload_optimizer and setup.zero_stage >= 1:
+        options.append((f"optimizer offload: {ds} zero_optimization.offload_optimizer.device \"cpu\" "
+                        "(needs host RAM, slower steps)", dataclasses.replace(setup, offload_optimizer=True)))
+    if shape.towers and not setup.freeze_towers:
+        options.append(("freeze the unused towers: training.freeze_unused_towers true",
+                        dataclasses.replace(setup, freeze_towers=True)))
+    if not setup.gradient_checkpointing:
+        options.append(("activation (gradient) checkpointing: training.grpo.activation_checkpointing true",
+                        dataclasses.replace(setup, gradient_checkpointing=True)))
+    if setup.deepspeed and setup.zero_stage == 3 and setup.gather_for_generation:
+        options.append(("no full-model gather for generation: training.grpo.ds3_gather_for_generation "
+                        "false (much slower generation)",
+                        dataclasses.replace(setup, gather_for_generation=False)))
+    zero3 = setup.zero3
+    if (setup.deepspeed and setup.zero_stage == 3 and not setup.offload_optimizer
+            and zero3.sub_group_size > SMALL_SUB_GROUP):
+        options.append((f"a smaller optimizer-step sub-group: {ds} zero_optimization.sub_group_size "
+                        f"{SMALL_SUB_GROUP:.0e} (shala.launch.zero3_memory)", dataclasses.replace(
+                            setup, zero3=dataclasses.replace(zero3, sub_group_size=SMALL_SUB_GROUP))))
+
+    def verdict(alt: Setup) -> str:
+        est = estimate_memory(shape, alt).total_gib
+        return f"{est:.1f} GiB ({'fits' if fits_in(est, mem_gib) else 'does not fit'})"
+
+    out = [f"{text}: {verdict(alt)}" for text, alt in options]
+    combo = setup
+    for _, alt in options:
+        combo = dataclasses.replace(combo, **{f.name: getattr(alt, f.name) for f in dataclasses.fields(Setup)
+                                              if getattr(alt, f.name) != getattr(setup, f.name)})
+    if len(options) > 1:
+        out.append(f"all of the above: {verdict(combo)}")
+    if setup.deepspeed:
+        n = smallest_gpus(shape, setup, mem_gib)
+        if n:
+            out.append(f"more GPUs: training.gpus {n}, the smallest count that fits with the current "
+                       f"settings: {verdict(dataclasses.replace(setup, gpus=n))}")
+        else:
+            out.append(f"more GPUs alone: no count up to {MAX_GPUS} fits (the unsharded part, the generation "
+                       "gather or activations, KV cache and overhead, stays on every GPU)")
+        others = [(label, alt) for label, alt in
+                  [("optimizer offload", dataclasses.replace(setup, offload_optimizer=True)),
+                   ("all of the above", combo)] if alt != setup]
+        seen = set()
+        for label, alt in others:
+            n = smallest_gpus(shape, alt, mem_gib)
+            if n and n > setup.gpus and alt not in seen:
+                out.append(f"more GPUs with {label}: training.gpus {n}")
+            seen.add(alt)
+    return out

@@ -30,6 +30,12 @@ environment or the ``deepspeed`` package:
    time; that class needs the ``deepspeed`` package, so the comparison is
    done here for the values it checks.
 
+The json's ``sub_group_size``, ``stage3_max_live_parameters`` and
+``stage3_prefetch_bucket_size`` are read for the memory estimate
+(:class:`~shala.launch.zero3_memory.Zero3Config`; DeepSpeed's defaults where
+absent) and must be whole numbers >= 0, or ``"auto"`` where transformers
+fills it in (the prefetch bucket).
+
 Not checked here: DeepSpeed's own config parser (``DeepSpeedConfig`` needs
 ``torch.distributed`` and the deepspeed package), CUDA/NCCL, and the ZeRO
 stage and offload devices beyond their allowed values.
@@ -46,6 +52,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .zero3_memory import AUTO, Zero3Config
 
 # accelerate config fields that accelerate refuses next to a
 # deepspeed_config_file (DeepSpeedPlugin._deepspeed_config_checks, 1.15).
@@ -80,6 +88,7 @@ class LaunchCheck:
     offload_optimizer: str = "none"
     offload_param: str = "none"
     save_16bit: bool = True            # stage3_gather_16bit_weights_on_model_save (ZeRO-3)
+    zero3: Zero3Config = field(default_factory=Zero3Config)   # the json's values that size ZeRO-3's transients
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -166,12 +175,39 @@ def check_ds_values(path: str, ds: dict[str, Any], check: LaunchCheck) -> None:
                                           f"must be one of {OFFLOAD_DEVICES}, not {dev!r}"))
             continue
         setattr(check, key, dev)
+    check.zero3 = _zero3_values(path, zero, "optimizer" in ds, check)
     if check.offload_param != "none" and check.zero_stage != 3:
         check.problems.append(Problem(path, "zero_optimization.offload_param.device",
                                       f"parameter offload needs ZeRO stage 3 (stage is {check.zero_stage})"))
     if check.offload_optimizer != "none" and check.zero_stage == 0:
         check.problems.append(Problem(path, "zero_optimization.offload_optimizer.device",
                                       "optimizer offload needs ZeRO stage 1, 2 or 3 (stage is 0)"))
+
+
+# (json key, Zero3Config field, whether transformers fills "auto")
+ZERO3_KEYS = (("sub_group_size", "sub_group_size", False),
+              ("stage3_max_live_parameters", "max_live_parameters", False),
+              ("stage3_prefetch_bucket_size", "prefetch_bucket_size", True))
+
+
+def _zero3_values(path: str, zero: dict[str, Any], ds_optimizer: bool, check: LaunchCheck) -> Zero3Config:
+    """The ZeRO-3 values the memory estimate needs (shala.launch.zero3_memory);
+    a key the json leaves out keeps DeepSpeed's default. DeepSpeed wants a
+    number >= 0; "auto" only where transformers fills it in."""
+    values: dict[str, Any] = {"ds_optimizer": ds_optimizer}
+    for key, name, auto_ok in ZERO3_KEYS:
+        value = zero.get(key)
+        if value is None:
+            continue
+        if auto_ok and value == AUTO:
+            values[name] = AUTO
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value == int(value):
+            values[name] = int(value)
+        else:
+            allowed = 'a whole number >= 0 or "auto"' if auto_ok else \
+                "a whole number >= 0 (transformers does not fill \"auto\" here)"
+            check.problems.append(Problem(path, f"zero_optimization.{key}", f"must be {allowed}, not {value!r}"))
+    return Zero3Config(**values)
 
 
 def _check_against_grpo(path: str, ds: dict[str, Any], grpo: dict[str, Any], gpus: int,

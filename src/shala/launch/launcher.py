@@ -1,7 +1,7 @@
-"""The command prefix a training job is launched with, for the workflow's
+"""The command prefixes a model job is launched with, for the workflow's
 rules and the tests that run what the rules run.
 
-One function so that the ZeRO-3 test executes exactly the launch a user's
+One place so that the ZeRO-3 test executes exactly the launch a user's
 ``snakemake`` job does: ``accelerate launch`` with the repository's ZeRO-3
 config over ``training.gpus`` ranks, each launch on a rendezvous port of its
 own, or the plain CLI for a single-device run.
@@ -30,3 +30,23 @@ def launcher_command(training: dict[str, Any], ranks: int | None = None) -> str:
         return (f"accelerate launch --config_file {shlex.quote(str(acc))} --num_processes {n}"
                 " --main_process_port $(shala free-port) -m shala")
     return "shala"
+
+
+def on_own_gpus(count: int, first: str | None = None) -> str:
+    """A shell prefix that runs the words after it on ``count`` GPUs of their
+    own (``shala gpus``, :mod:`shala.launch.devices`); "" when ``count`` is 0,
+    so a CPU job's command stays as it was.
+
+    ``first``, a shell command (training's ``shala preflight``), runs on the
+    same GPUs before the words, which run only when it succeeds. The words
+    stay words of the rule's shell, never requoted, so the rule's command
+    needs no quoting; only ``first`` is quoted, as the script of ``bash -c``,
+    which then ``exec``s the words in its place.
+    """
+    if count <= 0:
+        return ""
+    prefix = f"shala gpus --count {count} -- "
+    if first is None:
+        return prefix
+    script = first + ' && exec "$@"'
+    return f"{prefix}bash -c {shlex.quote(script)} job "

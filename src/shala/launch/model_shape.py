@@ -47,6 +47,7 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     vocab: int
+    largest: int = 0                # elements of the largest parameter (ZeRO-3 sub-groups and gathers)
 
     @property
     def total(self) -> int:
@@ -140,12 +141,14 @@ def _count_parameters(cfg_dict: dict[str, Any], name: str, source: str) -> Model
     finally:
         transformers.logging.set_verbosity(verbosity)
     groups = {"text": 0}
+    largest = 0
     towers = tuple(OMNI_TOWER_PREFIXES) if omni else ()
     for t in towers:
         groups[t] = 0
     for pname, param in model.named_parameters():  # shared (tied) weights count once
         group = next((t for t in towers if pname.startswith(OMNI_TOWER_PREFIXES[t])), "text")
         groups[group] += param.numel()
+        largest = max(largest, param.numel())
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     heads = int(text.num_attention_heads)
     hidden = int(text.hidden_size)
@@ -154,5 +157,5 @@ def _count_parameters(cfg_dict: dict[str, Any], name: str, source: str) -> Model
         layers=int(text.num_hidden_layers), hidden=hidden, intermediate=int(text.intermediate_size),
         kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
         head_dim=int(getattr(text, "head_dim", None) or hidden // heads),
-        vocab=int(text.vocab_size))
+        vocab=int(text.vocab_size), largest=largest)
 

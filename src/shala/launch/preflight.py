@@ -17,7 +17,11 @@ need more disk than is free under ``results`` (:mod:`shala.launch.disk`), with
 ``--enforce-disk`` (each GPU training job's preflight passes it unless
 ``training.check_disk`` is false; by hand the verdict is printed, and the
 exit status is the memory verdict's); 2 when the launch config has problems
-(each named by file and field) or the config cannot be read.
+(each named by file and field), when something would fail at the first
+step (vLLM rollouts for a model they cannot serve yet, named by field:
+:func:`shala.model.engines.vllm_model_problems`; with CUDA, no C compiler
+or libcuda for TRL's Triton kernels: :mod:`shala.train.toolchain`), or
+the config cannot be read.
 
 What it checks and how it estimates lives in modules of their own, and
 this one gathers their inputs from the config and prints the report:
@@ -27,22 +31,26 @@ this one gathers their inputs from the config and prints the report:
 - :mod:`shala.launch.model_shape`: the model's parameter counts and dimensions,
   from its config on the ``meta`` device;
 - :mod:`shala.launch.gpu_memory`: the per-GPU memory model ("Memory model (per GPU)"
-                                                            there) and the settings that would make a job fit;
-- :mod:`shala.launch.fit`: the ordered fallbacks training applies ("Fallbacks");
+  there), with the ZeRO-3 terms of :mod:`shala.launch.zero3_memory`;
+- :mod:`shala.launch.fit`: the ordered fallbacks training applies ("Fallbacks") and
+  the settings that would make a job fit;
 - :mod:`shala.launch.disk`: the disk model ("Disk model").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigError
+from ..model.engines import vllm_model_problems
+from ..train.toolchain import toolchain_problems
 from .disk import check_disk
-from .fit import FALLBACKS, choose, describe, fit_mode
+from .fit import FALLBACKS, choose, describe, fit_mode, suggestions
 from .gpu_memory import (GIB, HEADROOM, PROMPT_TOKENS, Estimate, Setup, billions, estimate_memory, fits_in, lora_params,
-                         peft_setup, setup_for, suggestions)
+                         peft_setup, setup_for)
 from .launch_check import check_launch_config
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
@@ -65,11 +73,16 @@ def detect_gpus() -> tuple[int, float | None, str | None]:
 
 
 def _table(say, est: Estimate, mem: float | None, title: str) -> None:
+    """The estimate's lines with the phase each is live in, and its peak."""
     say(title)
     width = max(len(line.label) for line in est.lines)
-    for line in est.lines:
-        say(f"  {line.label:<{width}}  {line.bytes / GIB:7.2f}   {line.formula}")
-    say(f"  {'total':<{width}}  {est.total_gib:7.2f}" + (f"   of {mem:.1f} GiB" if mem is not None else ""))
+    phases = [", ".join(line.phases) or "static" for line in est.lines]
+    pw = max(map(len, phases))
+    for line, phase in zip(est.lines, phases):
+        say(f"  {line.label:<{width}}  {line.bytes / GIB:7.2f}  {phase:<{pw}}  {line.formula}")
+    peak = est.peak_phase
+    say(f"  {'total':<{width}}  {est.total_gib:7.2f}" + (f"   of {mem:.1f} GiB" if mem is not None else "")
+        + f": static {est.static / GIB:.2f} + the largest phase, {peak}, {est.phase_bytes()[peak] / GIB:.2f}")
 
 
 def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: float | None = None,
@@ -127,9 +140,11 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     setup = setup_for(grpo, gpus=n, deepspeed=deepspeed, zero_stage=launch.zero_stage,
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none", freeze_towers=freeze,
-                      prompt_tokens=prompt_tokens)
+                      prompt_tokens=prompt_tokens, zero3=launch.zero3)
     peft = training["peft"]
     full_setup, lora_setup = setup, peft_setup(setup, peft, enabled=True)
+    if not peft["enabled"]:  # the alternative as config/one_gpu.yaml runs it: one process
+        lora_setup = dataclasses.replace(lora_setup, gpus=1)
     setup = peft_setup(setup, peft)
     est = estimate_memory(shape, setup)
 
@@ -150,6 +165,16 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     if launch.accelerate_config and not launch.problems:
         say("  launch config OK")
     say()
+    # what would fail at the first step, after the model has loaded
+    before_step = (vllm_model_problems(config, cfg_dict.get("model_type"))
+                   + toolchain_problems(cuda=n_seen > 0))
+    say("before the first step: rollout engine" + (", C compiler and libcuda for TRL's Triton kernels"
+                                                   if n_seen else " (no CUDA here: no toolchain to check)"))
+    for prob in before_step:
+        say(f"  PROBLEM: {prob}")
+    if not before_step:
+        say("  OK")
+    say()
     t = shape.trainable(freeze)
     parts = " + ".join(f"{g} {billions(c)}" for g, c in shape.groups.items())
     say(f"model: {shape.name} ({'thinker, ' if shape.towers else ''}config {shape.source})")
@@ -168,6 +193,7 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
         say(f"note: {note}")
     say()
     _compare(say, shape, full_setup, lora_setup, mem, peft)
+    _lora_cards(say, shape, lora_setup, grpo)
     say()
     rc = _memory_verdict(say, shape, setup, est, mem, mode, launch.ds_config_file)
 
@@ -188,6 +214,9 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     if launch.problems:
         say(f"launch config: {len(launch.problems)} problem(s), see above")
         rc = EXIT_PROBLEMS
+    if before_step:
+        say(f"before the first step: {len(before_step)} problem(s), see above")
+        rc = EXIT_PROBLEMS
     return rc
 
 
@@ -199,7 +228,8 @@ def _compare(say, shape: ModelShape, full: Setup, lora: Setup, mem: float | None
     f_gib, l_gib = estimate_memory(shape, full).total_gib, estimate_memory(shape, lora).total_gib
     say(f"full fine-tune vs LoRA, per GPU{f' of {mem:.1f} GiB' if mem is not None else ''}:")
     say(f"  full fine-tune (the paper){'' if peft['enabled'] else ', as configured'}: {f_gib:7.2f} GiB{verdict(f_gib)}")
-    say(f"  LoRA r={peft['r']}, {peft['target_modules']} (training.peft, one process)"
+    procs = "one process" if lora.gpus == 1 else f"{lora.gpus} processes"
+    say(f"  LoRA r={peft['r']}, {peft['target_modules']} (training.peft, {procs})"
         f"{', as configured' if peft['enabled'] else ''}: {l_gib:7.2f} GiB{verdict(l_gib)}")
     if mem is None:
         return
@@ -212,6 +242,42 @@ def _compare(say, shape: ModelShape, full: Setup, lora: Setup, mem: float | None
         say(f"  LoRA does not fit {mem:.1f} GiB either (needs {l_gib / (1 - HEADROOM):.1f} GiB with "
             f"{HEADROOM:.0%} headroom; the frozen bf16 base alone is {base:.1f} GiB): a 48 GB GPU, or a smaller "
             "training.grpo.per_device_train_batch_size / max_completion_length (activations, KV cache)")
+
+
+# 24 GB-class cards as torch reports them (total_memory / 2^30): A10G and L4
+# about 22.0, RTX 3090 / 4090 and A5000 about 23.6.
+CARDS = ((22.0, "A10G / L4"), (23.6, "RTX 3090 / 4090 / A5000"))
+
+
+def _lora_cards(say, shape: ModelShape, lora: Setup, grpo: dict[str, Any]) -> None:
+    """What LoRA on one 24 GB-class card gets and, where it does not fit,
+    the first smaller generation or micro-batch that does, with the same
+    completions per optimizer step (TRL ``steps_per_generation``: fewer
+    completions per ``generate``)."""
+    lora = dataclasses.replace(lora, gpus=1)   # one card, one process
+    gib = estimate_memory(shape, lora).total_gib
+    per_step, k = lora.batch * lora.generation_steps, int(grpo.get("num_generations") or 1)
+    # (batch, generation steps) that keep per_step and whole prompt groups per generate
+    shapes = [(b, d) for b in sorted({lora.batch, 1}, reverse=True) for d in range(per_step // b, 0, -1)
+              if (per_step // b) % d == 0 and (b * d) % k == 0 and (b, d) != (lora.batch, lora.generation_steps)]
+    say("  LoRA on one 24 GB-class card (GiB as torch reports it; fits = 10% headroom left):")
+    for mem, name in CARDS:
+        if fits_in(gib, mem):
+            say(f"    {name}, {mem:.1f} GiB: fits ({gib:.1f} of {mem * (1 - HEADROOM):.1f} GiB usable)")
+            continue
+        say(f"    {name}, {mem:.1f} GiB: does not fit ({gib:.1f} GiB, {mem * (1 - HEADROOM):.1f} usable)")
+        for b, d in shapes:
+            alt = estimate_memory(shape, dataclasses.replace(lora, batch=b, generation_steps=d)).total_gib
+            if fits_in(alt, mem):
+                batch = "" if b == lora.batch else (f"per_device_train_batch_size {b}, gradient_accumulation_steps "
+                                                     f"{per_step // b}, ")
+                say(f"      to fit: training.grpo.{batch}steps_per_generation {d} ({b * d} completions per "
+                    f"generate, still {per_step} per optimizer step; scale_rewards batch then scales over "
+                    f"{b * d}): {alt:.1f} GiB, fits")
+                break
+        else:
+            say("      to fit: a shorter training.grpo.max_completion_length or prompt (--prompt-tokens), "
+                "or a 48 GB card")
 
 
 def _memory_verdict(say, shape: ModelShape, setup: Setup, est: Estimate, mem: float | None, mode: str,

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..prompts import encode_prompt, with_stop_ids
+from .loading import is_omni
 
 DEFAULT_ENGINE = "generate"
 
@@ -191,13 +192,41 @@ def check_prediction_engine(engine: str, dataset: str, prompt_cfg: dict[str, Any
                           "sequence); use evaluation.engine: generate, or prompt.constrained: false")
 
 
-def check_rollout_engine(settings: dict[str, Any], dataset: str, prompt_cfg: dict[str, Any]) -> None:
+#: why vLLM rollouts cannot train an Omni thinker (TRL 1.16 colocate mode)
+OMNI_VLLM = ("cannot train the Qwen2.5-Omni thinker yet: TRL's weight sync into vLLM sends the transformers-5 "
+             "names (model.language_model.*), which vLLM's Omni thinker does not map (it loads thinker.*), so "
+             "rollouts would come from the untrained weights; set it false (transformers' generate)")
+
+
+def vllm_rollout_fields(config: dict[str, Any]) -> list[str]:
+    """Every config field that turns vLLM rollouts on: ``training.grpo``, a
+    dataset's ``grpo`` or a method's ``overrides``."""
+    places = [("training.grpo", config["training"]["grpo"])]
+    places += [(f"datasets.{name}.grpo", ds.get("grpo") or {}) for name, ds in config["datasets"].items()]
+    places += [(f"methods.{name}.overrides", m.get("overrides") or {}) for name, m in config["methods"].items()]
+    return [f"{where}.use_vllm" for where, block in places if block.get("use_vllm")]
+
+
+def vllm_model_problems(config: dict[str, Any], model_type: str | None) -> list[str]:
+    """Before any model loads (``shala preflight``, training): vLLM rollouts
+    asked for a model they cannot serve yet, one line per field."""
+    if not is_omni(model_type):
+        return []
+    return [f"{field}: true {OMNI_VLLM}" for field in vllm_rollout_fields(config)]
+
+
+def check_rollout_engine(settings: dict[str, Any], dataset: str, prompt_cfg: dict[str, Any],
+                         model_type: str | None = None) -> None:
     """Before training: refuse GRPO rollout engines (resolved ``training.grpo``
-    ``settings``) that cannot serve ``dataset``. Continuous batching calls
-    ``generate_batch``, which bypasses the constrained ``generate`` of
+    ``settings``) that cannot serve ``dataset`` or the model (``model_type``
+    of its config). Continuous batching calls ``generate_batch``, which
+    bypasses the constrained ``generate`` of
     :func:`shala.model.constrained.constrain_generate`; vLLM's route for a
-    constrained answer (TRL's ``vllm_structured_outputs_regex``) is not wired."""
+    constrained answer (TRL's ``vllm_structured_outputs_regex``) is not
+    wired, nor its weight sync for an Omni thinker (:data:`OMNI_VLLM`)."""
     cb = settings.get("use_transformers_continuous_batching") or settings.get("use_transformers_paged")
+    if settings.get("use_vllm") and is_omni(model_type):
+        raise ConfigError(f"training.grpo.use_vllm: true {OMNI_VLLM}")
     if settings.get("use_vllm"):
         missing = vllm_missing()
         if missing:

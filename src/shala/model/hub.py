@@ -169,16 +169,44 @@ def _from_hub(model_cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     return plan | {"source": "hub", "revision": info.sha, "hub_sha256": lfs}
 
 
+def _manifest(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _holds(rec: dict[str, Any], model_cfg: dict[str, Any]) -> bool:
+    """The fetch ``rec`` describes is what ``model_cfg`` asks for: the same
+    repo and component, and the revision asked for, either as it was asked
+    then or as the commit it resolved to (pinning ``model.revision`` to the
+    commit a folder already holds asks for nothing new)."""
+    requested = model_cfg["revision"] or "main"
+    return (rec.get("repo_id") == model_cfg.get("id") and rec.get("component") == model_cfg["component"]
+            and requested in (rec.get("revision_requested"), rec.get("revision")))
+
+
+def revision_key(model_cfg: dict[str, Any], out_dir: str | Path) -> str:
+    """``model.revision`` as a rerun trigger (the workflow's params): the
+    revision the folder was fetched with when it already holds what is
+    asked for (:func:`_holds`), so that copying the MANIFEST's commit into
+    ``model.revision`` neither fetches again nor reruns training and
+    prediction; else the revision asked for."""
+    requested = model_cfg.get("revision") or "main"
+    rec = _manifest(Path(out_dir))
+    if rec is not None and _holds(rec, model_cfg):
+        return str(rec.get("revision_requested") or requested)
+    return str(requested)
+
+
 def _is_fetched(out_dir: Path, model_cfg: dict[str, Any]) -> bool:
     """``out_dir`` already holds this repo, revision and component, whole."""
-    try:
-        rec = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    rec = _manifest(out_dir)
+    if rec is None or not _holds(rec, model_cfg):
         return False
-    same = (rec.get("repo_id") == model_cfg.get("id") and rec.get("component") == model_cfg["component"]
-            and rec.get("revision_requested") == (model_cfg["revision"] or "main"))
-    return same and all((out_dir / f["name"]).is_file() and (out_dir / f["name"]).stat().st_size == f["size"]
-                        for f in rec.get("files", []))
+    return all((out_dir / f["name"]).is_file() and (out_dir / f["name"]).stat().st_size == f["size"]
+               for f in rec.get("files", []))
 
 
 def fetch_hub_model(model_cfg: dict[str, Any], out_dir: str | Path, *,

@@ -287,10 +287,25 @@ def load_model_and_tokenizer(ref: str | Path, *, dtype: str | None = "float32",
     ``freeze_towers``: freeze the thinker's audio and vision encoders
     (:func:`freeze_unused_towers`); None means "when ``for_training``".
     Callers pass config ``training.freeze_unused_towers`` (default true).
+
+    A LoRA run folder (adapters, no full weights) loads as its base model
+    with the adapters applied unmerged (:mod:`shala.model.adapters`),
+    trainable when ``for_training``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .adapters import adapter_base, adapter_dir, apply_adapter
+
     ref_s = str(ref)
+    adapter = adapter_dir(ref_s) if _looks_local(ref_s) else None
+    if adapter is not None:  # a LoRA run: its base, then the adapters unmerged (shala.model.adapters)
+        model, tokenizer = load_model_and_tokenizer(adapter_base(ref_s), dtype=dtype, component=component,
+                                                    for_training=for_training, freeze_towers=freeze_towers)
+        model = apply_adapter(model, adapter, trainable=for_training)
+        if device is not None:
+            model.to(device)
+        model.train(for_training)
+        return model, tokenizer
     if _looks_local(ref_s):
         check_local_model(ref_s)
     if component not in (None, "", "full", "thinker"):

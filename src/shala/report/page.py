@@ -117,10 +117,14 @@ def lora_departures(run_records: list) -> list[str]:
     for r in run_records:
         peft = r.data.get("peft")
         if isinstance(peft, dict):
-            key = (peft.get("r"), peft.get("lora_alpha"), str(peft.get("target_modules")))
+            trainer_cfg = r.data.get("grpo_config") or r.data.get("sft_config") or {}
+            lr = (trainer_cfg.get("full") or {}).get("learning_rate")
+            key = (peft.get("r"), peft.get("lora_alpha"), str(peft.get("target_modules")), lr)
             by_setting.setdefault(key, []).append(f"{r.dataset}/{r.method}/seed {r.seed}")
-    return [f"Departure from the paper: LoRA (r={r}, alpha={alpha}, {targets}) instead of the paper's full "
-            f"fine-tune (training.peft): {', '.join(runs)}.\n" for (r, alpha, targets), runs in by_setting.items()]
+    return [f"Departure from the paper: LoRA (r={r}, alpha={alpha}, {targets}"
+            + (f", learning rate {lr:g}" if isinstance(lr, (int, float)) else "")
+            + f") instead of the paper's full fine-tune (training.peft): {', '.join(runs)}.\n"
+            for (r, alpha, targets, lr), runs in by_setting.items()]
 
 
 def setup_md(run_records: list) -> str:

@@ -70,12 +70,27 @@ def cpu_launch_env() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
 
+def threads_per_rank(threads: int | None) -> int | None:
+    """This process's share of a job's CPU threads: a launcher (accelerate,
+    torchrun) starts LOCAL_WORLD_SIZE ranks on the node, and each taking
+    every core of the job oversubscribes it by that factor. None (no count
+    given) stays None for a lone process, and is the node's usable cores
+    divided by the ranks under a launcher."""
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    if ranks <= 1:
+        return threads
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, int(threads) // ranks)
+
+
 def apply_threads(config: dict[str, Any]) -> int:
-    """Honour ``training.threads`` (CPU intra-op threads): on a shared CPU,
-    more threads than free cores makes torch spin and slows steps many-fold."""
+    """Honour ``training.threads`` (CPU intra-op threads; the job's, shared
+    by its ranks: :func:`threads_per_rank`): on a shared CPU, more threads
+    than free cores makes torch spin and slows steps many-fold."""
     import torch
 
-    threads = config["training"].get("threads")  # unset: torch's default, every core
+    threads = threads_per_rank(config["training"].get("threads"))  # unset, one process: torch's default
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()

@@ -24,7 +24,7 @@ Why this module exists rather than a bare TRL script:
 Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
 (final weights), ``checkpoints/checkpoint-N/``, ``train_log.jsonl``,
 ``run.json``; with LoRA (``training.peft``, :mod:`shala.train.lora`) the
-final weights are the merged model and ``adapter/`` holds the adapters.
+final weights are the adapters in ``adapter/``, applied unmerged over the base at load.
 """
 
 from __future__ import annotations
@@ -269,14 +269,15 @@ def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
             "requested": jsonable(requested)}
 
 
-def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None, lora: bool = False) -> None:
+def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None,
+               lora_base: str | Path | None = None) -> None:
     """Final weights (safetensors) + tokenizer + generation config in out_dir,
     and an Omni ``source``'s audio feature extractor (so the result hears too).
-    ``lora``: the merged model, and the adapters in ``out_dir/adapter``."""
+    ``lora_base``: a LoRA run, saved as its adapters and this base (:func:`save_lora`)."""
     from ..model.audio import has_audio_tower, save_feature_extractor
 
-    if lora:
-        save_lora(trainer, out_dir)
+    if lora_base is not None:
+        save_lora(trainer, out_dir, lora_base)
     else:
         trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
@@ -298,7 +299,9 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
 
     from ..model.audio import audio_features_for
     from ..model.constrained import constrain_generate, constraint_settings, mask_forced_tokens
+    from .toolchain import check_toolchain
     from ..model.engines import check_rollout_engine
+    from ..model.loading import model_type_of
     from ..prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
 
@@ -308,7 +311,9 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
     requested = grpo_settings(config, method, max_steps, dataset)
-    check_rollout_engine(requested, dataset, prompt_config(config, dataset))  # before any model loads
+    check_rollout_engine(requested, dataset, prompt_config(config, dataset),  # before any model loads
+                         model_type=model_type_of(model_ref))
+    check_toolchain()
     settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
@@ -351,7 +356,7 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     peft_config = lora_config(config, model)
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                           processing_class=tokenizer, callbacks=[step_log], peft_config=peft_config, **extra)
-    lora = peft_record(config, trainer.model) if peft_config is not None else None
+    lora = peft_record(config, trainer.model)
     masked = None
     if constrained and config["training"]["mask_forced_tokens"]:
         masked = mask_forced_tokens(trainer, tokenizer, labels, constrained["max_digits"])
@@ -359,7 +364,8 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_seconds = time.perf_counter() - t_train
-    save_final(trainer, tokenizer, out_dir, source=init_from or model_ref, lora=lora is not None)
+    save_final(trainer, tokenizer, out_dir, source=init_from or model_ref,
+               lora_base=model_ref if lora is not None else None)
     log.info("rank %d: audio tower ran %d times", args.process_index, tower_calls[0])
 
     steps_run = trainer.state.global_step - (resume_step or 0)

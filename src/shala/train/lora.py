@@ -2,22 +2,23 @@
 
 Shared by GRPO training and SFT: the ``peft.LoraConfig`` both trainers get
 as ``peft_config=``, the run record's ``peft`` entry, and the final save.
-The save merges the adapters into the base weights and writes the merged
-model where a full fine-tune's weights go (so ``shala predict`` and
-GRPO-from-warm-up read it unchanged), and the adapters alone under
-``<out>/adapter/``. peft is imported only when LoRA is enabled.
+The save writes the adapters alone under ``<out>/adapter/`` and the base
+they belong to; loading a run folder applies them unmerged over that base
+(:mod:`shala.model.adapters`, which says why a merge would lose the
+learning), so ``shala predict`` reads a LoRA run as it reads a full
+fine-tune's, and GRPO from a LoRA warm-up goes on training the warm-up's
+adapters. peft is imported only when LoRA is enabled.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..model.adapters import ADAPTER_DIR, is_adapter_model, write_base
 from ..model.loading import OMNI_TOWER_PREFIXES
 
-ADAPTER_DIR = "adapter"
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules")
 
 
@@ -30,14 +31,15 @@ def lora_settings(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def lora_config(config: dict[str, Any], model=None):
-    """The ``peft.LoraConfig`` of ``training.peft``, or None when LoRA is off.
+    """The ``peft.LoraConfig`` of ``training.peft``, or None when LoRA is off
+    or ``model`` already carries adapters (loaded from a LoRA warm-up).
 
     With ``training.freeze_unused_towers`` an Omni thinker's audio and vision
     towers (of ``model``, when it has them) get no adapters ("all-linear"
     would otherwise reach them).
     """
     settings = lora_settings(config)
-    if settings is None:
+    if settings is None or is_adapter_model(model):  # a LoRA warm-up's adapters train on
         return None
     try:
         from peft import LoraConfig
@@ -59,32 +61,19 @@ def lora_config(config: dict[str, Any], model=None):
 
 def peft_record(config: dict[str, Any], model) -> dict[str, Any] | None:
     """run.json's ``peft``: the LoRA settings and the trainable / total
-    parameter counts as peft reports them (None when LoRA is off)."""
+    parameter counts as peft reports them (None when ``model`` has no adapters)."""
     settings = lora_settings(config)
-    if settings is None:
+    if settings is None or not is_adapter_model(model):
         return None
     trainable, total = model.get_nb_trainable_parameters()
     return {**settings, "trainable_params": int(trainable), "total_params": int(total)}
 
 
-def _gathered(model):
-    """All parameters whole on every rank under ZeRO-3 (read-only), else nothing."""
-    params = [p for p in model.parameters() if hasattr(p, "ds_id")]
-    if not params:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-
-
-def save_lora(trainer, out_dir: Path) -> None:
+def save_lora(trainer, out_dir: Path, base_ref: str | Path) -> None:
     """The adapters alone in ``out_dir/adapter`` (the trainer's own save,
-    which gathers under ZeRO-3), then the merged model as safetensors in
-    ``out_dir``, from the trainer's unwrapped model (main process writes)."""
+    which gathers them under ZeRO-3) and the base they belong to; no merged
+    copy (:mod:`shala.model.adapters`: a bf16 merge rounds the learning away)."""
     out_dir = Path(out_dir)
     trainer.save_model(str(out_dir / ADAPTER_DIR))
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    with _gathered(model):  # every rank merges alike, so the module trees stay the same
-        merged = model.merge_and_unload()
-        if trainer.is_world_process_zero():
-            merged.save_pretrained(str(out_dir), safe_serialization=True)
+    if trainer.is_world_process_zero():
+        write_base(out_dir, base_ref)

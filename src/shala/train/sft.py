@@ -149,12 +149,12 @@ def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, mod
     peft_config = lora_config(config, model)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                          peft_config=peft_config)
-    lora = peft_record(config, trainer.model) if peft_config is not None else None
+    lora = peft_record(config, trainer.model)
     t_train = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t_train
-    if lora is not None:  # the merged model here, the adapters in out_dir/adapter
-        save_lora(trainer, out_dir)
+    if lora is not None:  # the adapters in out_dir/adapter, unmerged (shala.model.adapters)
+        save_lora(trainer, out_dir, model_ref)
     else:
         trainer.save_model(str(out_dir))
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
