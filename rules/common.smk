@@ -12,12 +12,16 @@ from snakemake.utils import validate
 from shala.evaluation.reference import REFERENCE_PREDICTORS, applies_to
 from shala.launch.launcher import launcher_command
 from shala.config import available_datasets, check_registries, dataset_methods
+from shala.errors import ConfigError
 from shala.report.load import is_trained as run_is_trained
 
 
 # fills the schema's defaults into config, as shala.config.validate does for the CLI
 validate(config, schema="../src/shala/schemas/config.schema.json")
-check_registries(config)  # adapter, reward and reference-predictor names against the code registries
+try:  # adapter, reward, reference-predictor and run_* names: one line naming the field, no traceback
+    check_registries(config)
+except ConfigError as exc:
+    sys.exit(f"shala: {exc}")
 
 RES = config["results"]
 SEEDS = config["seeds"]

@@ -96,14 +96,6 @@ def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
     :func:`check_schema` (defaults filled), then the names that must be
     keys of ``datasets``, ``methods`` and the code registries."""
     check_schema(config, where)
-    for name in config["run_datasets"]:
-        if name not in config["datasets"]:
-            raise ConfigError(f"{where}: field 'run_datasets': unknown dataset {name!r}")
-    for name in config["run_methods"]:
-        if name not in config["methods"]:
-            raise ConfigError(f"{where}: field 'run_methods': unknown method {name!r}")
-    for ds in config["run_datasets"]:
-        dataset_methods(config, ds, where)
     check_registries(config, where)
     return config
 
@@ -111,7 +103,9 @@ def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
 def check_registries(config: dict[str, Any], where: str = "config") -> None:
     """Names that must be keys of a code registry (the schema leaves them
     open, so a new adapter, reward or reference predictor is added in code
-    alone): datasets.*.adapter, methods.*.reward, reference_predictors."""
+    alone): datasets.*.adapter, methods.*.reward, reference_predictors; and
+    the names in run_datasets / run_methods, which must be configured, so a
+    typo stops the plan with the field named rather than a KeyError."""
     from .data.adapters import ADAPTERS
     from .evaluation.reference import REFERENCE_PREDICTORS
     from .train.rewards import REWARDS
@@ -120,6 +114,12 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
         if name not in registry:
             raise ConfigError(f"{where}: field '{field}': unknown {what} {name!r}; known: {', '.join(registry)}")
 
+    for ds in config["run_datasets"]:
+        check("run_datasets", ds, config["datasets"], "dataset")
+    for m in config["run_methods"]:
+        check("run_methods", m, config["methods"], "method")
+    for ds in config["run_datasets"]:
+        dataset_methods(config, ds, where)
     for ds, d in config["datasets"].items():
         check(f"datasets.{ds}.adapter", d["adapter"], ADAPTERS, "adapter")
     for m, d in config["methods"].items():

@@ -52,6 +52,8 @@ def test_schema_errors_name_the_field():
     ("datasets.chaosnli.adapter", "chaos", "field 'datasets.chaosnli.adapter': unknown adapter 'chaos'; known: chaosnli"),
     ("methods.mls.reward", "mlss", "field 'methods.mls.reward': unknown reward 'mlss'; known: mls"),
     ("reference_predictors", ["uniform", "oracle"], "field 'reference_predictors.1': unknown reference predictor"),
+    ("run_datasets", ["my_dta"], "field 'run_datasets': unknown dataset 'my_dta'; known: "),
+    ("run_methods", ["zs", "shalla"], "field 'run_methods': unknown method 'shalla'; known: "),
 ])
 def test_registry_names_are_checked_by_cli_and_workflow(tmp_path, field, value, msg):
     """Adapter, reward and reference-predictor names are keys of code
@@ -69,6 +71,7 @@ def test_registry_names_are_checked_by_cli_and_workflow(tmp_path, field, value, 
     f.write_text(yaml.safe_dump(cfg))
     r = _smk("-n", "--configfile", str(f), "--config", f"results={tmp_path}/res")
     assert r.returncode != 0 and msg in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and 'File "' not in r.stdout + r.stderr  # one line, no trace
 
 
 def test_reference_predictors_and_their_datasets():
