@@ -105,7 +105,9 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
     open, so a new adapter, reward or reference predictor is added in code
     alone): datasets.*.adapter, methods.*.reward, reference_predictors; and
     the names in run_datasets / run_methods, which must be configured, so a
-    typo stops the plan with the field named rather than a KeyError."""
+    typo stops the plan with the field named rather than a KeyError; split
+    fractions that exceed 1 and options an adapter does not know (its own
+    ``check_options``), caught here rather than in the prepare job."""
     from .data.adapters import ADAPTERS
     from .evaluation.reference import REFERENCE_PREDICTORS
     from .train.rewards import REWARDS
@@ -122,6 +124,16 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
         dataset_methods(config, ds, where)
     for ds, d in config["datasets"].items():
         check(f"datasets.{ds}.adapter", d["adapter"], ADAPTERS, "adapter")
+        split = d["split"]
+        if split["train"] + split["validation"] > 1:
+            raise ConfigError(f"{where}: field 'datasets.{ds}.split': train {split['train']} + validation "
+                              f"{split['validation']} exceed 1 (test gets the rest)")
+        checker = getattr(ADAPTERS[d["adapter"]], "check_options", None)
+        if checker is not None and ds in config["run_datasets"]:  # an adapter's own check of its options, at plan time rather than at prepare
+            try:
+                checker(d["options"])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: field 'datasets.{ds}.options': {exc}") from None
     for m, d in config["methods"].items():
         if d["trainer"] == "grpo":
             check(f"methods.{m}.reward", d["reward"], REWARDS, "reward")

@@ -54,6 +54,10 @@ def test_schema_errors_name_the_field():
     ("reference_predictors", ["uniform", "oracle"], "field 'reference_predictors.1': unknown reference predictor"),
     ("run_datasets", ["my_dta"], "field 'run_datasets': unknown dataset 'my_dta'; known: "),
     ("run_methods", ["zs", "shalla"], "field 'run_methods': unknown method 'shalla'; known: "),
+    ("datasets.chaosnli.split", {"train": 0.9, "validation": 0.2},
+     "field 'datasets.chaosnli.split': train 0.9 + validation 0.2 exceed 1"),
+    ("datasets.goemotions.options", {"max_per_clas": 10},
+     "field 'datasets.goemotions.options': goemotions adapter: unknown option(s) ['max_per_clas']"),
 ])
 def test_registry_names_are_checked_by_cli_and_workflow(tmp_path, field, value, msg):
     """Adapter, reward and reference-predictor names are keys of code
