@@ -21,10 +21,9 @@ Why this module exists rather than a bare TRL script:
   and :class:`shala.train.audio_grpo.AudioGRPOTrainer` feeds it to generation and
   to the loss; otherwise TRL's own trainer runs, unchanged.
 
-Output layout of ``out_dir``: ``model.safetensors`` + config + tokenizer
-(final weights), ``checkpoints/checkpoint-N/``, ``train_log.jsonl``,
-``run.json``; with LoRA (``training.peft``, :mod:`shala.train.lora`) the
-final weights are the adapters in ``adapter/``, applied unmerged over the base at load.
+Output layout of ``out_dir``: final weights (``model.safetensors`` + config;
+with LoRA the adapters in ``adapter/``, :mod:`shala.train.lora`) + tokenizer,
+``checkpoints/checkpoint-N/``, ``train_log.jsonl``, ``run.json``.
 """
 
 from __future__ import annotations
@@ -37,11 +36,12 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..jsonio import dumps_line, read_jsonl, write_json
-from ..model.loading import OMNI_TOWER_PREFIXES
+from ..model.loading import OMNI_TOWER_PREFIXES, model_type_of
 from .device import apply_threads, device_name, finish_distributed, peak_gpu_memory_gib, run_settings
 from .lora import lora_config, peft_record, save_lora
 from .model_setup import base_dtype, freeze_towers, load_for_training, model_component
 from .run_record import checkpoint_policy, clean_checkpoints, count_calls, jsonable, library_versions, zero3_status
+from .toolchain import check_toolchain
 from .trainlog import CHECKPOINTS, append_log, checkpoint_step, last_checkpoint, prepare_log, reward_summary
 
 log = logging.getLogger(__name__)
@@ -271,9 +271,8 @@ def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
 
 def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None,
                lora_base: str | Path | None = None) -> None:
-    """Final weights (safetensors) + tokenizer + generation config in out_dir,
-    and an Omni ``source``'s audio feature extractor (so the result hears too).
-    ``lora_base``: a LoRA run, saved as its adapters and this base (:func:`save_lora`)."""
+    """Final weights (safetensors; a LoRA run's adapters and ``lora_base``) +
+    tokenizer in out_dir, and an Omni ``source``'s audio feature extractor."""
     from ..model.audio import has_audio_tower, save_feature_extractor
 
     if lora_base is not None:
@@ -289,19 +288,14 @@ def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = No
 def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data_dir: Path,
               model_ref: str, out_dir: Path, *, max_steps: int | None = None,
               init_from: Path | None = None) -> dict[str, Any]:
-    """Train ``method`` on ``dataset`` with GRPO and write ``out_dir`` (see module doc).
-
-    ``init_from``: a warm-up SFT output directory to start from instead of
-    ``model_ref`` (``model_ref`` is still recorded). Returns the run record.
-    """
+    """Train ``method`` on ``dataset`` with GRPO, write ``out_dir`` (module doc), return the run record.
+    ``init_from``: a warm-up run to start from (``model_ref``, its base, is still recorded)."""
     from transformers import set_seed
     from trl import GRPOTrainer
 
     from ..model.audio import audio_features_for
     from ..model.constrained import constrain_generate, constraint_settings, mask_forced_tokens
-    from .toolchain import check_toolchain
     from ..model.engines import check_rollout_engine
-    from ..model.loading import model_type_of
     from ..prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
 
@@ -311,9 +305,8 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
     requested = grpo_settings(config, method, max_steps, dataset)
-    check_rollout_engine(requested, dataset, prompt_config(config, dataset),  # before any model loads
-                         model_type=model_type_of(model_ref))
-    check_toolchain()
+    check_rollout_engine(requested, dataset, prompt_config(config, dataset), model_type_of(model_ref))
+    check_toolchain()  # these two before any model loads
     settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
     set_seed(seed)
