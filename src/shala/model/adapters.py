@@ -59,7 +59,8 @@ def adapter_base(ref: str | Path) -> str:
         base = json.loads(path.read_text(encoding="utf-8"))["base_model"]
     except (OSError, ValueError, KeyError) as exc:
         raise ShalaError(f"{path}: a LoRA run folder must name its base model ({exc})") from exc
-    if Path(base).is_absolute() or Path(base).exists() or "/" not in base:
+    hub_id = base.count("/") == 1 and not base.startswith((".", "/"))  # org/name, trained from the hub
+    if Path(base).exists() or hub_id:
         return str(base)
     raise ShalaError(f"{path}: base model {base!r} not found (relative paths resolve from {os.getcwd()})")
 
