@@ -28,7 +28,7 @@
 #     setting under ZeRO-3 on one GPU through the same launch: seconds per
 #     step, peak memory, shala.launch.gpu_memory's estimate, save time
 #     (--cpu-smoke: toy size, ZeRO-3 on a CPU rank). Needs what (a) needs
-#     and a GPU with the estimate's 136.3 GiB: skipped on an 80 GB card
+#     and a GPU with the estimate's 136.0 GiB: skipped on an 80 GB card
 #     (the probe compares before the 17.9 GB checkpoint is built), so its
 #     time goes to the others; --force-d runs it anyway.
 # (bc) bench/gpu_check.py -> gpu_check_bc.{log,json}: the full-size thinker
