@@ -7,12 +7,25 @@
 # Stages, one rules file each: data -> model -> train -> predict -> evaluate -> report.
 # Rules only call the `shala` CLI; the logic lives in src/shala/.
 
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config.yaml"
+
+
+# A profile's own overlays (config `overlays`, set by its `config:` entry) go
+# between config.yaml and the user's --configfile / --config, which Snakemake
+# lays over again after each file: `--profile profiles/demo --configfile
+# mine.yaml` is the demo plus mine.yaml (docs/design.md §8.5).
+for _overlay in config.get("overlays") or []:
+    if not os.path.isfile(_overlay):
+        sys.exit(f"shala: overlays: {_overlay} does not exist (named by a profile's config: or a config file)")
+    workflow.configfile(_overlay)
 
 
 # `snakemake --report report.html` after a run: one self-contained page with

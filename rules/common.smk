@@ -23,6 +23,21 @@ try:  # adapter, reward, reference-predictor and run_* names: one line naming th
 except ConfigError as exc:
     sys.exit(f"shala: {exc}")
 
+
+def _config_sources():
+    """The files (and --config keys) that made this run's config, in the order laid."""
+    def shown(f):
+        rel = os.path.relpath(f)
+        return f if rel.startswith("..") else rel
+
+    cli_files = [shown(f) for f in workflow.overwrite_configfiles]
+    own = [shown(f) for f in workflow.configfiles if shown(f) not in cli_files]
+    keys = sorted(k for k in workflow.config_settings.config if k != "overlays")
+    return own + [f"{f} (--configfile)" for f in cli_files] + [f"--config {', '.join(keys)}"] * bool(keys)
+
+
+# one line at every start: a profile's overlay that a --config replaced is visible here
+print(f"shala: config = {' + '.join(_config_sources())}; results in {config['results']}/", file=sys.stderr)
 RES = config["results"]
 SEEDS = config["seeds"]
 SPLITS = config["evaluation"]["splits"]

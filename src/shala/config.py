@@ -107,9 +107,12 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
     the names in run_datasets / run_methods, which must be configured, so a
     typo stops the plan with the field named rather than a KeyError; split
     fractions that exceed 1 and options an adapter does not know (its own
-    ``check_options``), caught here rather than in the prepare job."""
-    from .data.adapters import ADAPTERS
+    ``check_options``), caught here rather than in the prepare job; and a
+    prompt placeholder that the adapter's items do not fill, caught here
+    rather than in the first model job."""
+    from .data.adapters import ADAPTERS, item_text_fields
     from .evaluation.reference import REFERENCE_PREDICTORS
+    from .prompts import placeholder_problem
     from .train.rewards import REWARDS
 
     def check(field: str, name: Any, registry: dict[str, Any], what: str) -> None:
@@ -134,6 +137,10 @@ def check_registries(config: dict[str, Any], where: str = "config") -> None:
                 checker(d["options"])
             except ConfigError as exc:
                 raise ConfigError(f"{where}: field 'datasets.{ds}.options': {exc}") from None
+        if ds in config["run_datasets"]:
+            problem = placeholder_problem(d["prompt"], item_text_fields(d["adapter"], d["options"]))
+            if problem:
+                raise ConfigError(f"{where}: field 'datasets.{ds}.prompt.{problem[0]}': {problem[1]}")
     for m, d in config["methods"].items():
         if d["trainer"] == "grpo":
             check(f"methods.{m}.reward", d["reward"], REWARDS, "reward")

@@ -31,10 +31,44 @@ from typing import Any
 from .errors import ConfigError, InputError
 
 AUTO_PREFIX = "auto"
+LABEL_FIELDS = ("label_list", "example")  # what task and output templates may name
 
 
 def _fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def placeholder_problem(prompt_cfg: dict[str, Any], text_fields: Sequence[str]) -> tuple[str, str] | None:
+    """``(part, why)`` for the first placeholder of a prompt block that
+    nothing fills, or None: ``target`` may name the items' text fields,
+    ``task``/``output`` only {label_list} and {example}; ``background`` is
+    plain text, so a ``{name}`` there would reach the model as written.
+    Checked at plan time (:func:`shala.config.check_registries`), where a
+    typo costs nothing; at render time it would stop the first model job."""
+    have = ", ".join(text_fields) or "none"
+    label_fields = ", ".join("{" + f + "}" for f in LABEL_FIELDS)
+    allowed = {"target": (tuple(text_fields), f"is not a text field of the items (they have: {have})"),
+               "task": (LABEL_FIELDS, f"is not one of {label_fields}"),
+               "output": (LABEL_FIELDS, f"is not one of {label_fields}")}
+    if not (prompt_cfg.get("target") or "").strip():
+        return "target", f"is empty; name the items' text fields (they have: {have})"
+    for part in ("background", "target", "task", "output"):
+        template = prompt_cfg.get(part) or ""
+        try:
+            fields = _fields(template)
+        except ValueError as exc:
+            if part == "background":
+                continue  # plain text: braces are literal
+            return part, f"bad template ({exc}); write literal braces as {{{{ }}}}"
+        for field in fields:
+            name = field.split(".", 1)[0].split("[", 1)[0]
+            if part == "background":
+                if name.isidentifier():
+                    return part, (f"{{{field}}} would be shown as written: the background is plain text; "
+                                  "item fields go in target")
+            elif name not in allowed[part][0]:
+                return part, f"{{{field}}} {allowed[part][1]}"
+    return None
 
 
 def example_json(labels: Sequence[str]) -> str:

@@ -25,6 +25,72 @@ def _jobs(out: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
 
 
+def _results_at(root: Path) -> str:
+    """An overlay that only moves the results root (a `--config` would replace a profile's overlays)."""
+    f = root.parent / f"{root.name}-results.yaml"
+    f.write_text(yaml.safe_dump({"results": str(root)}))
+    return str(f)
+
+
+def test_profile_overlay_composes_with_the_users(tmp_path):
+    """`--profile profiles/demo --configfile X` is the demo plus X: the demo's
+    model stays (no hub fetch), and the run says which files are in force."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({
+        "results": str(tmp_path / "res"), "run_datasets": ["control", "chaosnli", "varierr"],
+        "datasets": {"varierr": {
+            "adapter": "generic", "mirror": "varierr", "split": {"train": 0.7, "validation": 0.15},
+            "options": {"format": "counts", "files": ["varierr.json"],
+                        "labels": ["entailment", "neutral", "contradiction"],
+                        "counts_field": "label_count_round_1",
+                        "text_fields": {"premise": "context", "hypothesis": "statement"}},
+            "prompt": {"target": "Context: {premise}\nStatement: {hypothesis}"}}}}))
+    r = _smk("-n", "--profile", "profiles/demo", "--configfile", str(mine))
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = _jobs(r.stdout)
+    assert "fetch_model" not in jobs and jobs["base_model"] == 1   # SmolLM2 from its PyPI GGUF
+    assert jobs["prepare"] == 3 and jobs["train"] == 4   # mls and shala on control and on varierr (run_methods)
+    assert f"shala: config = config.yaml + config/demo.yaml + {mine} (--configfile); results in {tmp_path}/res/" \
+        in r.stderr
+    r = _smk("-n", "-p", "--profile", "profiles/one-gpu", "--configfile", _results_at(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "config.yaml + config/one_gpu.yaml + " in r.stderr
+    train = [line for line in r.stdout.splitlines() if " train --dataset " in line]
+    assert train and all(line.removeprefix("Shell command: ").startswith("(shala gpus --count 1 -- ") for line in train)
+
+
+def _planned_outputs(stdout: str) -> list[str]:
+    return [p.strip() for line in stdout.splitlines() if line.strip().startswith("output: ")
+            for p in line.strip().removeprefix("output: ").split(",")]
+
+
+@pytest.mark.parametrize("route,root", [
+    (["--profile", "profiles/demo", "--configfile", "config/byod.yaml", "config/byod_cpu.yaml"], "results/byod-cpu/"),
+    (["--profile", "profiles/one-gpu", "--configfile", "config/byod.yaml", "--resources", "gpu=1"], "results/byod/"),
+])
+def test_byod_routes_stay_in_their_lane(route, root):
+    """The README's two bring-your-own-data commands: every planned file lies
+    under the route's own root, never the paper's results/; the GPU route's
+    training holds one GPU of its own."""
+    r = _smk("-n", "-p", *route)
+    assert r.returncode == 0, r.stderr[-2000:]
+    outputs = _planned_outputs(r.stdout)
+    assert len(outputs) > 30 and all(o.startswith(root) for o in outputs), \
+        [o for o in outputs if not o.startswith(root)][:5]
+    train = [line for line in r.stdout.splitlines() if " train --dataset " in line]
+    assert len(train) == len(set(train)) and train
+    if "gpu=1" in route:
+        assert "fetch_model" in r.stdout and all("shala gpus --count 1 -- " in line for line in train)
+    else:
+        assert "fetch_model" not in r.stdout and not any("shala gpus" in line for line in train)
+
+
+def test_missing_overlay_is_one_line(tmp_path):
+    r = _smk("-n", "--configfile", _results_at(tmp_path / "res"), "--config", "overlays=[config/nope.yaml]")
+    assert r.returncode != 0
+    assert "shala: overlays: config/nope.yaml does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_all_configs_validate():
     base = load_config([ROOT / "config.yaml"])
     assert base["model"]["id"] == "Qwen/Qwen2.5-Omni-7B"
@@ -123,7 +189,7 @@ def test_gpu_training_runs_preflight_first(tmp_path):
                                      "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2"
                                      " --main_process_port $(shala free-port) -m shala ")
                         for c in cmds)
-    r = _smk("-n", "-p", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
+    r = _smk("-n", "-p", "--profile", "profiles/demo", "--configfile", _results_at(tmp_path / "demo"))
     cmds = [line for line in r.stdout.splitlines() if " train --dataset " in line]
     assert len(cmds) == 2 and not any("preflight" in c or "accelerate" in c for c in cmds)
 
@@ -142,7 +208,7 @@ def test_seeds_and_msp_source_extend_the_matrix(tmp_path):
 
 
 def test_demo_profile_dry_run(tmp_path):
-    r = _smk("-n", "--profile", "profiles/demo", "--config", f"results={tmp_path}/demo")
+    r = _smk("-n", "--profile", "profiles/demo", "--configfile", _results_at(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
     # no warm-up: with the response prefix the base model answers on format.

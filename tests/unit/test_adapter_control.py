@@ -72,6 +72,7 @@ def test_text_states_the_counts(items):
     for it in items:
         assert _parse_counts(it["inputs"]["text"], LABELS) == it["counts"]
         assert "10 people" in it["inputs"]["text"]
+        assert tuple(it["inputs"]) == control.TEXT_FIELDS
 
 
 def test_a_constant_answer_cannot_match(items):

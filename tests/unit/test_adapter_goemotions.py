@@ -64,7 +64,7 @@ def test_valid_rater_rules_and_ekman_votes(tmp_path):
     assert b["n_annotators"] == 3
     assert b["majority"] == "anger"  # 4-way tie -> first class in label order
     assert b["ambiguity"] == "4+"
-    assert b["inputs"] == {"text": "comment B"}
+    assert b["inputs"] == {"text": "comment B"} and tuple(b["inputs"]) == goemotions.TEXT_FIELDS
     assert b["subset"] is None and b["split"] is None
     c = items["C"]
     assert c["counts"] == [0, 0, 0, 0, 2, 1, 0]  # grief+remorse = one sadness vote

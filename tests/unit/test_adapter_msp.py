@@ -73,6 +73,7 @@ def test_first_whiser_clip(whiser_source, expected):
     assert item["counts"][LABELS.index("contempt")] == int((rows["primary"] == "Contempt").sum())
     assert item["inputs"]["text"] == "words of 001-105.1-2_14.wav"
     assert item["inputs"]["audio"] == str(whiser_source / "Audios" / "001-105.1-2_14.wav")
+    assert set(item["inputs"]) == {*msp_podcast.TEXT_FIELDS, "audio"}  # the audio is no text for a target
     assert item["dataset"] == "msp_podcast" and item["subset"] is None and item["split"] is None
 
 

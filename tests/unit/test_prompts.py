@@ -115,3 +115,104 @@ def test_training_and_prediction_tokenise_prompts_alike(tiny_model_dir, bos, ite
         assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     else:
         assert tok.bos_token_id is None or tok.bos_token_id not in ids
+
+
+# ---------------------------------------------------------------- the paper's text stays, the generic one reads well
+
+# render_prompt_text of config.yaml's chaosnli prompt, computed before the
+# generic default text changed (issue 27): the paper's prompt must not move.
+CHAOSNLI_TEXT = (
+    "Premise: A man plays a guitar.\nHypothesis: A person makes music.\n\n"
+    "Given a premise and a hypothesis, predict the probability of the relationship between them from the "
+    "following options: entailment, neutral, contradiction. 1. entailment: the hypothesis logically follows "
+    "from the premise 2. neutral: neither entailment nor contradiction can be determined 3. contradiction: "
+    "the hypothesis conflicts with the premise. You MUST produce a calibrated probability distribution.\n\n"
+    "Before outputting, check if the format of your output is in accordance with the requirements I provided. "
+    "1. Generate the label probabilities in EXACTLY this JSON structure: {\"entailment\": float, \"neutral\": "
+    "float, \"contradiction\": float}. 2. The sum of all probabilities must be exactly 1.0. 3. Do not include "
+    "any explanations or text besides the dictionary.")
+
+
+def test_chaosnli_prompt_is_byte_identical(item):
+    it = item("chaosnli", ["entailment", "neutral", "contradiction"],
+              {"premise": "A man plays a guitar.", "hypothesis": "A person makes music."})
+    assert render_prompt_text(it, CONFIG["datasets"]["chaosnli"]["prompt"]) == CHAOSNLI_TEXT
+
+
+def test_generic_prompt_without_definitions_is_a_sentence_naming_every_label(item):
+    labels = ["not_abusive", "abusive", "unsure"]
+    text = render_prompt_text(item("mine", labels, {"text": "hi"}), _prompt(target="{text}"))
+    target, task, output = text.split("\n\n")
+    assert target == "hi" and "over the classes:" not in text
+    assert task.endswith("as calibrated probabilities over these classes: not_abusive, abusive, unsure.")
+    assert output.startswith("Answer with exactly one JSON object whose keys are the class names in this order: "
+                             "not_abusive, abusive, unsure.")
+
+
+def test_generic_prompt_keeps_the_definitions_block(item):
+    labels = ["no", "yes"]
+    cfg = _prompt(target="{text}", definitions={"no": "not abusive", "yes": "abusive"})
+    task = render_prompt_text(item("mine", labels, {"text": "hi"}), cfg).split("\n\n")[1]
+    assert task.splitlines()[1:] == ["- no: not abusive", "- yes: abusive"]
+    assert task.splitlines()[0].endswith("over these classes: no, yes.")
+
+
+# ---------------------------------------------------------------- placeholders, checked at plan time
+
+@pytest.mark.parametrize("part, template, why", [
+    ("target", "Text: {txt}", "{txt} is not a text field of the items (they have: text, user)"),
+    ("target", "{user.upper}{0}", "{0} is not a text field of the items (they have: text, user)"),
+    ("target", "Text: {text", "bad template"),
+    ("target", "  ", "is empty; name the items' text fields (they have: text, user)"),
+    ("task", "Pick from {labels}", "{labels} is not one of {label_list}, {example}"),
+    ("output", "{example} {user}", "{user} is not one of {label_list}, {example}"),
+    ("background", "About {user}:", "{user} would be shown as written: the background is plain text"),
+])
+def test_placeholder_problem_names_the_part_and_the_placeholder(part, template, why):
+    from shala.prompts import placeholder_problem
+
+    cfg = _prompt(**{"target": "{text}", part: template})
+    found = placeholder_problem(cfg, ["text", "user"])
+    assert found is not None and found[0] == part and found[1].startswith(why)
+
+
+def test_good_placeholders_and_literal_braces_pass():
+    from shala.prompts import placeholder_problem
+
+    cfg = _prompt(target="{user}: {text}", background='Answers look like {"a": 1}.', output="{{x}} {example}")
+    assert placeholder_problem(cfg, ["text", "user"]) is None
+
+
+SHIPPED = [["config.yaml"], ["config.yaml", "config/demo.yaml"], ["config.yaml", "config/byod.yaml"],
+           ["config.yaml", "config/demo.yaml", "config/replication.yaml"]]
+
+
+@pytest.mark.parametrize("files", SHIPPED, ids=["+".join(Path(f).stem for f in s) for s in SHIPPED])
+def test_shipped_configs_pass_the_placeholder_check(files):
+    from shala.config import check_registries
+    from shala.data.adapters import item_text_fields
+    from shala.prompts import placeholder_problem
+
+    cfg = load_config([ROOT / f for f in files])
+    check_registries(cfg)
+    for ds, d in cfg["datasets"].items():  # the datasets not run too
+        assert placeholder_problem(d["prompt"], item_text_fields(d["adapter"], d["options"])) is None, ds
+
+
+def test_a_bad_target_stops_the_config_with_the_field_named(tmp_path):
+    import yaml
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"run_datasets": ["mine"], "datasets": {"mine": {
+        "adapter": "generic", "split": {"train": 0.7, "validation": 0.15},
+        "options": {"format": "long", "files": ["a.csv"], "labels": ["no", "yes"]},
+        "prompt": {"target": "Text: {txt}"}}}}))
+    with pytest.raises(ConfigError) as exc:
+        load_config([ROOT / "config.yaml", mine])
+    assert str(exc.value).endswith("field 'datasets.mine.prompt.target': {txt} is not a text field of the items "
+                                   "(they have: text)")
+    chaos = tmp_path / "chaos.yaml"
+    chaos.write_text(yaml.safe_dump({"datasets": {"chaosnli": {"prompt": {"target": "{premise} / {hypotesis}"}}}}))
+    with pytest.raises(ConfigError, match=r"'datasets\.chaosnli\.prompt\.target': \{hypotesis\} is not a text "
+                                          r"field of the items \(they have: premise, hypothesis\)"):
+        load_config([ROOT / "config.yaml", chaos])

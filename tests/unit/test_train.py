@@ -138,7 +138,7 @@ def test_grpo_two_steps(cfg, data_dir, tiny_model_dir, warm_model, tmp_path, met
     assert any(r["parse_rate"] > 0 for r in steps)
     logs = [r for r in read_jsonl(out / "train_log.jsonl") if r["event"] == "log" and "loss" in r]
     assert logs and all("parse_rate" in r and "zero_spread_frac" in r for r in logs)
-    # a finished run keeps its final weights, not its checkpoints (issue: ~125 GB each at 7B)
+    # a finished run keeps its final weights, not its checkpoints (issue: 101.7 GiB (docs/paper_run.md, "Disk") each at 7B)
     assert not (out / "checkpoints").exists() and any(out.glob("*.safetensors"))
     assert run["checkpoints"] == "removed once run.json was written"
 

@@ -5,7 +5,7 @@ Output: one metrics JSON with the same metric block overall, per subset, per
 ambiguity level, and a per-class block. A block has one key per entry of
 :data:`shala.evaluation.metrics.REGISTRY`, which says what each one means.
 
-Decisions (where the SPEC is silent):
+Decisions the paper leaves open:
 
 - A failed parse is scored as the uniform distribution (``uniform``,
   default; its argmax is the first class by the ties rule) or dropped from

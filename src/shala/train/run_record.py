@@ -76,7 +76,7 @@ def checkpoint_policy(config: dict[str, Any]) -> str:
 def clean_checkpoints(out_dir: Path, config: dict[str, Any]) -> bool:
     """Remove ``out_dir/checkpoints`` after a finished run (call it after
     run.json is written): they exist to resume an interrupted run, and a
-    ZeRO-3 checkpoint of the 7B thinker is ~125 GB. The final weights in
+    ZeRO-3 checkpoint of the 7B thinker is 101.7 GiB (docs/paper_run.md, "Disk"). The final weights in
     ``out_dir`` stay. Returns whether anything was removed."""
     import shutil
 

@@ -18,6 +18,7 @@ NAME = "chaosnli"
 AMBIGUITY = "entropy"
 LABELS = ["entailment", "neutral", "contradiction"]
 DEFAULT_SPLIT = (0.65, 0.15)
+TEXT_FIELDS = ("premise", "hypothesis")  # the inputs of every item: what prompt.target may name
 FILES = {"snli": "chaosNLI_snli.jsonl", "mnli": "chaosNLI_mnli_m.jsonl"}
 
 

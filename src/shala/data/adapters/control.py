@@ -75,6 +75,7 @@ NAME = "control"
 AMBIGUITY = "entropy"
 # No raw files: fetch-data writes a MANIFEST only and load() ignores `source`.
 SYNTHETIC = True
+TEXT_FIELDS = ("text",)  # the inputs of every item: what prompt.target may name
 TEMPLATES = {
     "jar": "A {container} holds {counts} marbles. {n} people each take one marble and name its colour.",
     "votes": "{n} people named a colour: {counts}.",

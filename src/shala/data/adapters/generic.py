@@ -17,7 +17,9 @@ Options (``datasets.X.options`` in config):
 ``label_map``
     ``{raw value: class name}`` applied before the label-set check, e.g.
     ``{"0": not_hateful, "1": hateful}``; a raw value mapped to ``null`` is a
-    vote deliberately left out (e.g. ``{"idk": null}``).
+    vote deliberately left out (e.g. ``{"idk": null}``). Several raw values
+    may share a class: ConvAbuse's -3..1 as ``{"-3": abusive, "-2": abusive,
+    "-1": abusive, "0": not_abusive, "1": not_abusive}``.
 ``id_field`` (default ``id``)
     item id column / field (``long``, ``counts``). In a JSON file that is one
     object keyed by id (``lewidi``), the key is the id.
@@ -37,8 +39,10 @@ Options (``datasets.X.options`` in config):
 ``n_annotators_field``
     ``counts``: optional; otherwise ``n_annotators`` = the rounded vote sum.
 ``text_fields`` (default ``{text: text}``)
-    ``{input name: source field}``; in JSON a dotted path (``text.context``)
-    reaches into nested objects.
+    ``{input name: source field}``; a dotted path (``text.context``) reaches
+    into nested objects, and into a string that holds a JSON object
+    (ConvAbuse's ``text.user``). The input names are the placeholders the
+    prompt's ``target`` may use, checked at plan time.
 ``multi_label_sep``
     optional separator inside one annotation (``"contradiction,neutral"``
     with ``","``): the annotation votes once for each distinct class. Not
@@ -80,6 +84,16 @@ Example config (the real data in ``../shared/data``)::
         label_map: {"0": not_offensive, "1": offensive}
         subset_field: other_info.domain
         keep_source_splits: true
+    convabuse:                        # text is a JSON string of four turns
+      adapter: generic
+      split: {train: 0.70, validation: 0.15}
+      options:
+        format: lewidi
+        files: ["ConvAbuse_*.json"]
+        labels: [not_abusive, abusive]
+        label_map: {"-3": abusive, "-2": abusive, "-1": abusive, "0": not_abusive, "1": not_abusive}
+        text_fields: {agent: text.agent, user: text.user}
+        keep_source_splits: true
     varierr:
       adapter: generic
       split: {train: 0.70, validation: 0.15}
@@ -112,9 +126,8 @@ from typing import Any
 
 from ...errors import ConfigError, InputError
 from ..items import AMBIGUITY_SCHEMES
-from .generic_formats import LOADERS
+from .generic_formats import LOADERS, NAME  # NAME lives there: the loaders stamp it on every item
 
-NAME = "generic"  # the adapter's name, stamped on every item as its dataset
 AMBIGUITY = "entropy"  # default; the ``ambiguity`` option overrides it per dataset
 FORMATS = ("long", "counts", "lewidi")
 FILE_TYPES = ("csv", "tsv", "jsonl", "json")
@@ -181,6 +194,11 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
         "keep_source_splits": bool(opts.get("keep_source_splits", False)),
         "ambiguity": ambiguity_scheme(opts),
     }
+
+
+def text_fields(options: dict[str, Any] | None) -> list[str]:
+    """The input names every item carries: the keys of ``text_fields``."""
+    return list(check_options(options)["text_fields"])
 
 
 def resolve_files(source: Path, patterns: Sequence[str]) -> list[Path]:

@@ -19,6 +19,7 @@ from ...errors import InputError
 from ..items import make_item
 from .generic_readers import file_type_of, get_field, iter_records
 
+NAME = "generic"  # the adapter's name, stamped on every item as its dataset; generic re-exports it
 SPLIT_NAMES = {"train": "train", "training": "train", "dev": "validation", "val": "validation",
                "valid": "validation", "validation": "validation", "test": "test"}
 
@@ -101,8 +102,6 @@ def item_meta(rec: dict, key: str | None, opts: dict[str, Any], *, path: Path, l
 
 def _finish(meta: dict[str, Any], counts: list, n_annotators: int | None, opts: dict[str, Any],
             where: dict[str, Any]) -> dict[str, Any]:
-    from .generic import NAME  # the adapter's name; generic imports this module
-
     item = make_item(id=meta["id"], dataset=NAME, subset=meta["subset"], inputs=meta["inputs"],
                      labels=opts["labels"], counts=counts, ambiguity=opts["ambiguity"],
                      n_annotators=n_annotators, where=where)

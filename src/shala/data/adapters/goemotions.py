@@ -30,6 +30,7 @@ from .generic_readers import iter_csv
 NAME = "goemotions"
 AMBIGUITY = "active"
 LABELS = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+TEXT_FIELDS = ("text",)  # the inputs of every item: what prompt.target may name
 FILES = ("goemotions_1.csv", "goemotions_2.csv", "goemotions_3.csv")
 EMOTIONS = (
     "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity",

@@ -38,6 +38,8 @@ NAME = "msp_podcast"
 LICENSED = True
 AMBIGUITY = "active"
 LABELS = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+# what prompt.target may name: the transcript (inputs.audio is a path, placed as an audio part)
+TEXT_FIELDS = ("text",)
 MSP_NAMES = ["Angry", "Contempt", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
 CLASS_OF = {name.lower(): i for i, name in enumerate(MSP_NAMES)}
 DETAILED = Path("Labels") / "labels_detailed.csv"
