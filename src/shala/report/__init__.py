@@ -8,8 +8,8 @@ give notes instead of numbers), so a workflow can declare them:
 - ``table1.{csv,md,tex}`` (:mod:`.tables`): datasets (and subsets) × runs,
   mean ± std over seeds, the paper's number beside ours, flags;
   ``metrics_long.csv``: the per-seed metrics;
-- ``table2.{csv,md,tex}``: our runs next to published numbers (the
-  literature file and the paper's own Table 2);
+- ``table2.{csv,md,tex}`` (:mod:`.published`): our runs next to published
+  numbers (the literature file and the paper's own Table 2);
 - ``significance.{csv,md}`` (:mod:`.paired`): paired per-item JSD tests;
 - ``claims.{csv,md}`` (:mod:`.claims`): the paper's claims, checked;
 - ``learning.{csv,md}`` (:mod:`.learning`): per run and seed, the training
@@ -53,7 +53,7 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     """
     from ..jsonio import write_text
     from . import claims as C
-    from . import figures, learning, load, paired, page, tables
+    from . import figures, learning, load, paired, page, published, tables
 
     records = load.load_records(metrics, split)
     split = records[0].split
@@ -67,21 +67,22 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     out = Path(out)
     P = {name: out / name for name in OUTPUTS}
     policy = records[0].data.get("on_parse_failure", "uniform")
+    uniform = load.uniform_answers(records)
 
     # Table 1
     write_text(P["table1.csv"], agg.to_csv(index=False, float_format="%.6f"))
     write_text(P["metrics_long.csv"], df.to_csv(index=False, float_format="%.6f"))
     t1_md = tables.markdown(tables.table1(agg, config, ("**", "**")))
-    t1_notes = tables.table1_notes(agg, settings, policy)
+    t1_notes = tables.table1_notes(agg, settings, policy, uniform)
     write_text(P["table1.md"], page.table1_head(split) + t1_md + "\n" + page.notes_md(t1_notes))
     write_text(P["table1.tex"], tables.latex(tables.table1(agg, config, (r"\textbf{", "}")))
                + "".join(f"% {n}\n" for n in t1_notes))
 
     # Table 2
-    published = lit + tables.paper_entries(pap)
-    long = tables.table2_long(records, published, config)
+    entries = lit + published.paper_entries(pap)
+    long = published.table2_long(records, entries, config)
     write_text(P["table2.csv"], long.to_csv(index=False, float_format="%.6f"))
-    t2_md, t2_tex = tables.table2_texts(long, published, split)
+    t2_md, t2_tex = published.table2_texts(long, entries, split)
     write_text(P["table2.md"], f"Table 2: comparison with published numbers.\n\n{t2_md}")
     write_text(P["table2.tex"], t2_tex)
 
@@ -100,20 +101,22 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
 
     # did training learn (per seed)
     items = load.load_items(records)
-    learn = learning.learning(df, items, run_records, config)
+    learn = learning.learning(df, items, run_records, config, uniform)
     learn_md = learning.learning_md(learn)
     write_text(P["learning.csv"], learn.to_csv(index=False, float_format="%.6f"))
     write_text(P["learning.md"], f"# Did training learn? ({split} split)\n\n{learn_md}")
 
     # figures
-    _, notes = figures.fig_ambiguity(records, means, config, out / "fig_ambiguity", split)
-    figures.fig_per_class(records, config, out / "fig_per_class")
-    notes += figures.fig_training(run_records, config, out / "fig_training")[1]
+    colours = figures.palette(sorted({r.run for r in records} | {r.method for r in run_records}))
+    _, notes = figures.fig_ambiguity(records, means, config, out / "fig_ambiguity", split, colours)
+    figures.fig_per_class(records, config, out / "fig_per_class", colours)
+    notes += figures.fig_training(run_records, config, out / "fig_training", colours)[1]
 
     write_text(P["report.md"], page.page(
         split=split, n_files=len(records), n_datasets=len({r.dataset for r in records}),
         n_runs=len({r.run for r in records}), n_run_records=len(run_records), summary=C.summary_table(findings),
         table1_md=t1_md, table1_notes=t1_notes, table2_md=t2_md, paired_md=sig_md, claims_md=claims_md,
-        notes=notes, setup=page.setup_md(run_records), learning_md=learn_md))
+        notes=notes, setup=page.setup_md(run_records), learning_md=learn_md,
+        training_caption=figures.training_caption(run_records)))
     log.info("report: %d metrics files, %d run records -> %s", len(records), len(run_records), out)
     return [P[name] for name in OUTPUTS]

@@ -3,18 +3,20 @@
 For each claim and dataset: ``supports``, ``refutes`` or ``cannot tell``
 (with the reason), and the numbers behind it. Rules:
 
-- A JSD difference counts only through its paired 95% interval (an
-  interval that includes 0 cannot tell); without per-item scores the sign of
-  the difference of means is used and the text says so. BC, F1 and
-  accuracy compare means over seeds.
-- A run whose parse-failure rate is over ``report.max_parse_failure_rate``
-  cannot be judged (its numbers are the fallback's): a comparison with it
-  gives "cannot tell". Any comparison that goes against the claim refutes
-  it; otherwise any comparison that cannot be judged leaves it at "cannot
-  tell"; else it supports it.
-- A trained run with an item-independent answer (``pred_spread`` under
-  ``report.min_pred_spread``) is named in the text of every finding that
-  uses it.
+- A JSD difference counts when its paired 95% interval excludes 0 and its
+  Holm-adjusted p (the paired-test table's, adjusted over the dataset's
+  tests) is under 0.05; otherwise it cannot tell, and the text gives both.
+  Without per-item scores the sign of the difference of means is used and
+  the text says so. BC, F1 and accuracy compare means over seeds.
+- A run cannot be judged when its parse-failure rate is over
+  ``report.max_parse_failure_rate`` (its numbers are the fallback's) or when
+  it is a trained run with an item-independent answer (``pred_spread``
+  under ``report.min_pred_spread``: one distribution for every item, so a
+  difference from it measures that constant, not what the method learned
+  from the items): a comparison with it gives "cannot tell", with the
+  reason. Any comparison that goes against the claim refutes it; otherwise
+  any comparison that cannot be judged leaves it at "cannot tell"; else it
+  supports it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import pandas as pd
 
 from ..evaluation.evaluate import level_order
 from .load import is_ref
-from .tables import PAPER_SETUP, markdown
+from .paired import p_text
+from .tables import ALPHA, PAPER_SETUP, markdown
 
 SHALA = ("shala", "shala_no_ambi", "shala_batch", "shala_no_ambi_batch")
 CLAIMS = {
@@ -38,7 +41,6 @@ CLAIMS = {
     4: "SHALA degrades least from low to high ambiguity; MLS degrades most.",
     5: "Largest per-class gain on ChaosNLI contradiction: F1 0.09 (ZS), 0.50 (MLS) → 0.83 (SHALA).",
 }
-CI_ZERO = "the 95% CI of the JSD difference includes 0"
 # Claim 4: BC drops closer than this count as a tie (a run flat at BC 1.000
 # and one at 0.999 degrade alike).
 BC_TIE = 0.005
@@ -77,13 +79,17 @@ class Facts:
         if missing:
             return f"no {' or '.join(missing)} run"
         bad = [r for r in runs if self.agg.loc[(ds, r), "parse_flag"]]
+        constant = [r for r in runs if self.agg.loc[(ds, r), "item_independent"]]
         return "; ".join(
-            f"claims against {r} cannot be judged: its parse-failure rate {self.v(ds, r, 'parse_failure_rate'):.0%} "
-            f"is over {self.settings['max_parse_failure_rate']}, so its numbers are the fallback's, not the model's"
-            for r in bad) or None
+            [f"claims against {r} cannot be judged: its parse-failure rate {self.v(ds, r, 'parse_failure_rate'):.0%} "
+             f"is over {self.settings['max_parse_failure_rate']}, so its numbers are the fallback's, not the model's"
+             for r in bad] +
+            [f"{r} gives an item-independent answer (pred_spread {self.v(ds, r, 'pred_spread'):.3f}, under "
+             f"{self.settings['min_pred_spread']}), so it cannot be judged" for r in constant]) or None
 
-    def jsd(self, ds: str, m: str, b: str) -> tuple[int, str]:
-        """Direction of JSD(m) − JSD(b) (+1, −1, 0: cannot tell) and its text."""
+    def jsd(self, ds: str, m: str, b: str) -> tuple[int, str, str]:
+        """Direction of JSD(m) − JSD(b) (+1, −1; 0: cannot tell), its text,
+        and why it cannot tell ("" when it can)."""
         row, sign = None, 1
         if self.sig is not None:
             for key, s in (((ds, m, b), 1), ((ds, b, m), -1)):
@@ -93,9 +99,18 @@ class Facts:
         va, vb = self.v(ds, m, "jsd"), self.v(ds, b, "jsd")
         if row is None or pd.isna(row.ci_lo):
             d = va - vb
-            return int(d > 0) - int(d < 0), f"JSD {va:.4f} vs {vb:.4f} (Δ {d:+.4f}; no per-item scores, so no interval)"
+            return (int(d > 0) - int(d < 0),
+                    f"JSD {va:.4f} vs {vb:.4f} (Δ {d:+.4f}; no per-item scores, so no interval)", "")
         d, lo, hi = float(sign * row.mean_diff), *sorted((float(sign * row.ci_lo), float(sign * row.ci_hi)))
-        return int(lo > 0) - int(hi < 0), f"JSD {va:.4f} vs {vb:.4f} (paired Δ {d:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}])"
+        p = float(row.p_holm)
+        text = (f"JSD {va:.4f} vs {vb:.4f} (paired Δ {d:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
+                f"Holm-adjusted p {p_text(p)})")
+        if lo <= 0 <= hi:
+            return 0, text, f"{m} vs {b}: the 95% CI of the JSD difference includes 0"
+        if not p < ALPHA:
+            return 0, text, (f"{m} vs {b}: the JSD difference is not significant after Holm's adjustment over "
+                             f"this dataset's paired tests (p {p_text(p)} ≥ {ALPHA})")
+        return (1 if lo > 0 else -1), text, ""
 
     def diff(self, ds: str, m: str, b: str, metric: str) -> float:
         return self.v(ds, m, metric) - self.v(ds, b, metric)
@@ -111,11 +126,6 @@ class Facts:
     def prompts_per_batch(self, ds: str, method: str) -> int | None:
         values = {r.prompts_per_batch for r in self.runs if r.dataset == ds and r.method == method}
         return values.pop() if len(values) == 1 else None
-
-    def spread_notes(self, ds: str, runs: list[str]) -> str:
-        hits = [r for r in runs if self.has(ds, r) and self.agg.loc[(ds, r), "item_independent"]]
-        return "".join(f" Note: {r} gives an item-independent answer (pred_spread {self.v(ds, r, 'pred_spread'):.3f}):"
-                       " compare it with ref_prior." for r in hits)
 
 
 def _verdict(against: list[str], unknown: list[str]) -> tuple[str, str]:
@@ -136,7 +146,7 @@ def claim1(f: Facts, ds: str) -> Finding:
     if why:
         return Finding(1, ds, "cannot tell", why, "")
     d_acc, d_f1, d_bc = (f.diff(ds, "mls", "zs", m) for m in ("accuracy", "macro_f1", "bc"))
-    jdir, jtxt = f.jsd(ds, "mls", "zs")
+    jdir, jtxt, jwhy = f.jsd(ds, "mls", "zs")
     text = (f"mls vs zs: accuracy {f.v(ds, 'mls', 'accuracy'):.4f} vs {f.v(ds, 'zs', 'accuracy'):.4f} "
             f"({d_acc:+.4f}), macro-F1 {d_f1:+.4f}, BC {f.v(ds, 'mls', 'bc'):.4f} vs {f.v(ds, 'zs', 'bc'):.4f} "
             f"({d_bc:+.4f}), {jtxt}.")
@@ -146,8 +156,8 @@ def claim1(f: Facts, ds: str) -> Finding:
                                        (("accuracy", "accuracy"), ("JSD", "jsd"), ("BC", "bc"))) + "."
     against = (["accuracy and macro-F1 did not rise"] if d_acc <= 0 and d_f1 <= 0 else []) + \
         (["JSD fell"] if jdir < 0 else []) + (["BC did not fall"] if d_bc >= 0 else [])
-    verdict, reason = _verdict(against, [CI_ZERO] if jdir == 0 else [])
-    return Finding(1, ds, verdict, reason, text + f.spread_notes(ds, ["mls"]))
+    verdict, reason = _verdict(against, [jwhy] if jdir == 0 else [])
+    return Finding(1, ds, verdict, reason, text)
 
 
 def claim2(f: Facts, ds: str) -> Finding:
@@ -162,7 +172,7 @@ def claim2(f: Facts, ds: str) -> Finding:
             if why:
                 unknown.append(why)
                 continue
-            jdir, jtxt = f.jsd(ds, v, b)
+            jdir, jtxt, jwhy = f.jsd(ds, v, b)
             d_bc, d_f1 = f.diff(ds, v, b, "bc"), f.diff(ds, v, b, "macro_f1")
             parts.append(f"{v} vs {b}: {jtxt}, BC {d_bc:+.4f}, macro-F1 {d_f1:+.4f}")
             bad = (["JSD higher"] if jdir > 0 else []) + (["BC not higher"] if d_bc <= 0 else []) + \
@@ -170,11 +180,11 @@ def claim2(f: Facts, ds: str) -> Finding:
             if bad:
                 against.append(f"{v} vs {b}: {', '.join(bad)}")
             elif jdir == 0:
-                unknown.append(f"{v} vs {b}: {CI_ZERO}")
+                unknown.append(jwhy)
     unknown = list(dict.fromkeys(unknown))
     verdict, reason = _verdict(against, unknown)
     text = ("; ".join(parts) + "." if parts else "") + _not_judged(verdict, unknown)
-    return Finding(2, ds, verdict, reason, text + f.spread_notes(ds, variants))
+    return Finding(2, ds, verdict, reason, text)
 
 
 def claim3(f: Facts, ds: str) -> Finding:
@@ -196,24 +206,25 @@ def claim3(f: Facts, ds: str) -> Finding:
         why = f.unjudgeable(ds, v, baseline[v])
         if why:
             unknown.append(why)
+            parts.append(f"{v} vs {baseline[v]}: JSD {f.v(ds, v, 'jsd'):.4f} vs {f.v(ds, baseline[v], 'jsd'):.4f}, "
+                         "not judged")
             continue
-        jdir, jtxt = f.jsd(ds, v, baseline[v])
+        jdir, jtxt, jwhy = f.jsd(ds, v, baseline[v])
         sr = f.scale_rewards(ds, v)
         parts.append(f"{v} (scale_rewards: {sr or 'not recorded'}) vs {baseline[v]}: {jtxt}")
-        results[v] = (jdir, sr)
+        results[v] = (jdir, sr, jwhy)
     text = "; ".join(parts) + "." if parts else ""
     pa, pn = f.paper_row(ds, "shala"), f.paper_row(ds, "shala_no_ambi")
     if pa and pn:
         text += f" Paper: JSD {pn['jsd']:.3f} (shala_no_ambi) → {pa['jsd']:.3f} (shala)."
     text += (" Under scale_rewards=group the weight H̃(p) multiplies every rollout of a group and cancels in the "
-             "group-normalised advantage (docs/design.md §5); only a batch-scaled run (shala_batch) tests it.")
-    text += f.spread_notes(ds, variants + sorted(set(baseline.values())))
+             "group-normalised advantage (docs/design.md §5); only a batch-scaled run tests it.")
     primary = next((v for v in ("shala_batch", "shala") if v in results and results[v][1] != "group"), None)
     if primary is None:
         reason = "; ".join(unknown) or ("under scale_rewards=group the weight cancels, so shala vs shala_no_ambi "
                                         "measures run-to-run variation, not the weight; measure shala_batch")
         return Finding(3, ds, "cannot tell", reason, text)
-    jdir, sr = results[primary]
+    jdir, sr, jwhy = results[primary]
     if sr == "batch" and f.prompts_per_batch(ds, primary) == 1:
         return Finding(3, ds, "cannot tell", f"{primary}'s generation batch holds one prompt, so batch scaling "
                        "normalises over that prompt's group alone: the weight cancels as under group scaling "
@@ -222,7 +233,7 @@ def claim3(f: Facts, ds: str) -> Finding:
         return Finding(3, ds, "cannot tell", f"scale_rewards of {primary} is {sr or 'not recorded (no run record)'}",
                        text)
     if jdir == 0:
-        return Finding(3, ds, "cannot tell", f"{primary} vs {baseline[primary]}: {CI_ZERO}", text)
+        return Finding(3, ds, "cannot tell", jwhy, text)
     return Finding(3, ds, "supports" if jdir < 0 else "refutes",
                    "" if jdir < 0 else f"{primary} has a higher JSD than {baseline[primary]}", text)
 
@@ -264,22 +275,33 @@ def claim4(f: Facts, ds: str) -> Finding:
     if len(levels) < 2:
         return Finding(4, ds, "cannot tell", "fewer than two ambiguity levels", "")
     lo, hi = levels[0], levels[-1]
-    flagged = [r for r in bc if not is_ref(r) and f.has(ds, r) and f.agg.loc[(ds, r), "parse_flag"]]
-    deg = {r: d[lo] - d[hi] for r, d in bc.items() if not is_ref(r) and r not in flagged
+    left = {flag: [r for r in bc if not is_ref(r) and f.has(ds, r) and f.agg.loc[(ds, r), flag]]
+            for flag in ("parse_flag", "item_independent")}
+    deg = {r: d[lo] - d[hi] for r, d in bc.items() if not is_ref(r) and r not in sum(left.values(), [])
            and not pd.isna(d.get(lo, math.nan)) and not pd.isna(d.get(hi, math.nan))}
     text = f"BC at ambiguity {lo} → {hi}: " + ", ".join(
         f"{r} {bc[r][lo]:.3f} → {bc[r][hi]:.3f} (drop {deg[r]:+.3f})" for r in sorted(deg, key=deg.get)) + "."
-    if flagged:
-        text += f" Left out (parse failures over the threshold): {', '.join(flagged)}."
+    if left["parse_flag"]:
+        text += f" Left out (parse failures over the threshold): {', '.join(left['parse_flag'])}."
+    constant = left["item_independent"]
+    if constant:
+        text += (f" Left out (item-independent answers, pred_spread under {f.settings['min_pred_spread']}): "
+                 + ", ".join(f"{r} {bc[r][lo]:.3f} → {bc[r][hi]:.3f}" for r in constant)
+                 + "; BC rises with ambiguity for any near-uniform predictor, so their BC by level says nothing "
+                   "of how the method degrades.")
     paper = (f.paper.get(f"ambiguity_{ds}_bc") or {}).get("mls")
     if paper:
         text += f" Paper: mls {paper['low']:.3f} → {paper['high']:.3f}."
     shalas = [r for r in deg if r in SHALA]
     if "mls" not in deg or not shalas:
-        return Finding(4, ds, "cannot tell", "needs mls and a SHALA run with BC at both ends, not flagged", text)
+        why = "needs mls and a SHALA run with BC at both ends, neither flagged for parse failures nor item-independent"
+        if constant:
+            why = (f"{', '.join(constant)} give{'s' if len(constant) == 1 else ''} an item-independent answer, and "
+                   f"BC rises with ambiguity for any near-uniform predictor; {why}")
+        return Finding(4, ds, "cannot tell", why, text)
     against = degradation_against(bc, lo, hi, deg, shalas)
     verdict, reason = _verdict(against, [])
-    return Finding(4, ds, verdict, reason, text + f.spread_notes(ds, shalas + ["mls"]))
+    return Finding(4, ds, verdict, reason, text)
 
 
 def _per_class(f: Facts, ds: str, run: str) -> pd.DataFrame:
@@ -293,14 +315,14 @@ def claim5(f: Facts, ds: str) -> Finding:
     C = "contradiction"
     runs = [r for r in ("zs", "mls", "shala") if f.has(ds, r)]
     pc = {r: _per_class(f, ds, r) for r in runs}
-    why = f.unjudgeable(ds, "shala")
-    if why:
-        return Finding(5, ds, "cannot tell", why, "")
     text = f"{C} F1 / accuracy on {C} items (recall): " + ", ".join(
         f"{r} {pc[r].loc[C, 'f1']:.2f} / {pc[r].loc[C, 'recall']:.2f}" for r in runs if C in pc[r].index) + "."
     paper = f.paper.get(f"per_class_{ds}_{C}") or {}
     if paper:
         text += " Paper: " + ", ".join(f"{r} {v['f1']:.2f} / {v['accuracy']:.2f}" for r, v in paper.items()) + "."
+    why = f.unjudgeable(ds, "shala")
+    if why:
+        return Finding(5, ds, "cannot tell", why, text)
     against, unknown = [], []
     judged = []
     for b in ("zs", "mls"):
@@ -318,7 +340,7 @@ def claim5(f: Facts, ds: str) -> Finding:
         if gain.idxmax() != C:
             against.append(f"the largest F1 gain over {judged[0]} is on {gain.idxmax()}, not {C}")
     verdict, reason = _verdict(against, unknown)
-    return Finding(5, ds, verdict, reason, text + _not_judged(verdict, unknown) + f.spread_notes(ds, ["shala"]))
+    return Finding(5, ds, verdict, reason, text + _not_judged(verdict, unknown))
 
 
 def check_claims(f: Facts) -> list[Finding]:
@@ -339,8 +361,11 @@ def claims_frame(findings: list[Finding]) -> pd.DataFrame:
 def claims_md(findings: list[Finding], f: Facts) -> str:
     """The body of the claims section (no heading: the page adds one)."""
     text = ("The paper's five qualitative claims, each checked per dataset on this run's numbers: "
-            "**supports**, **refutes**, or **cannot tell** (and why). A JSD difference counts through its "
-            "paired 95% interval (see the paired tests); BC, F1 and accuracy compare means over seeds. "
+            "**supports**, **refutes**, or **cannot tell** (and why). A JSD difference counts when its "
+            "paired 95% interval excludes 0 and its Holm-adjusted p (see the paired tests) is under "
+            f"{ALPHA}; BC, F1 and accuracy compare means over seeds. A trained run with an item-independent "
+            "answer cannot be judged: a difference from it measures one constant distribution, not what the "
+            "method learned from the items, so a comparison with it cannot tell. "
             f"The paper's numbers quoted here are for {PAPER_SETUP}.\n\n")
     ind = f.agg[f.agg.item_independent].reset_index()
     if not ind.empty:
@@ -348,13 +373,13 @@ def claims_md(findings: list[Finding], f: Facts) -> str:
                 f"{f.settings['min_pred_spread']}): " + ", ".join(
                     f"{r.run} on {r.dataset} ({r.pred_spread_mean:.3f})" for r in ind.itertuples()) + \
                 ". Such a run gives every item (nearly) the same distribution: compare it with ref_prior; " \
-                "its gains do not come from reading the item.\n\n"
+                "its gains do not come from reading the item, and no verdict rests on it.\n\n"
     for n, claim in CLAIMS.items():
         text += f"**Claim {n}.** {claim}\n\n"
         for x in (x for x in findings if x.claim == n):
             where = f"{x.dataset}: " if x.dataset else ""
             text += f"- {where}**{x.label}**" + (f" ({x.reason})" if x.verdict == "refutes" else "") + \
-                (f". {x.text}" if x.text else ".") + "\n"
+                (f". {x.text.lstrip()}" if x.text else ".") + "\n"
         text += "\n"
     return text
 

@@ -22,12 +22,14 @@ Two tables, ``learning.csv`` (one row per dataset × trained method × seed):
 
 A run *reads the items* on a seed when ``pred_spread`` ≥
 :data:`MIN_SPREAD` and its JSD is below ``ref_prior``'s with the paired
-interval's upper end below 0.
+interval's upper end below 0. A seed that *answers uniformly* gives 1/C to
+every class of every item (:attr:`.load.Record.answers_uniform`): it scores
+exactly as ``ref_uniform``, and the text names it, since a mean over seeds
+would hide it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -41,47 +43,31 @@ MIN_SPREAD = 0.05       # below it, the answers are (nearly) one constant
 AGAINST = ("ref_prior", "mls", "zs")
 LEARNING_COLUMNS = ["dataset", "method", "seed", "steps", "entropy_first", "entropy_last",
                     "zero_spread_last", "zero_grad_steps", "jsd", "pred_spread", "p_majority",
-                    *[f"{c}_{b}" for b in AGAINST for c in ("diff", "ci_lo", "ci_hi")], "reads_items"]
+                    *[f"{c}_{b}" for b in AGAINST for c in ("diff", "ci_lo", "ci_hi")], "reads_items",
+                    "answers_uniform"]
 
 
 def log_health(run: RunRecord) -> dict[str, Any]:
     """Entropy (first step, last quarter), zero-spread fraction (last
-    quarter) and zero-gradient steps, from the run's step and log events."""
-    ent: dict[int, float] = {}
-    grad: dict[int, float] = {}
-    if run.log_path.is_file():
-        for line in run.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # read_steps already reported a malformed log
-            if isinstance(row, dict) and row.get("event") == "log" and row.get("step") is not None:
-                if isinstance(row.get("entropy"), (int, float)):
-                    ent[int(row["step"])] = float(row["entropy"])
-                if isinstance(row.get("grad_norm"), (int, float)):
-                    grad[int(row["step"])] = float(row["grad_norm"])
-    steps = run.steps
-    n = int(steps["step"].max()) if not steps.empty else (max(ent) if ent else 0)
-    first_last = max(1, n - max(1, n // 4) + 1)  # the last quarter: steps first_last .. n
-
-    def last_mean(values: dict[int, float]) -> float:
-        tail = [v for s, v in values.items() if s >= first_last]
-        return sum(tail) / len(tail) if tail else math.nan
-
-    zs = {int(s): float(v) for s, v in zip(steps["step"], steps.get("zero_spread_frac", []))
-          if pd.notna(v)} if not steps.empty and "zero_spread_frac" in steps else {}
-    return {"steps": n, "entropy_first": ent[min(ent)] if ent else math.nan,
-            "entropy_last": last_mean(ent), "zero_spread_last": last_mean(zs),
-            "zero_grad_steps": sum(1 for v in grad.values() if v == 0.0)}
+    quarter) and zero-gradient steps, from the run's step rows."""
+    s = run.steps
+    n = int(s["step"].max()) if not s.empty else 0
+    tail = s[s["step"] >= max(1, n - max(1, n // 4) + 1)]  # the last quarter of the steps
+    entropy = s["entropy"].dropna()
+    return {"steps": n, "entropy_first": float(entropy.iloc[0]) if len(entropy) else math.nan,
+            "entropy_last": float(tail["entropy"].mean()), "zero_spread_last": float(tail["zero_spread_frac"].mean()),
+            "zero_grad_steps": int((s["grad_norm"] == 0).sum())}
 
 
 def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord],
-             config: dict[str, Any] | None) -> pd.DataFrame:
+             config: dict[str, Any] | None, uniform: list[tuple] = ()) -> pd.DataFrame:
     """The :data:`LEARNING_COLUMNS` table for the report's split.
 
     ``df``: the per-seed metrics frame (:func:`.load.frame`); ``items``: the
-    per-item scores per seed (:func:`.load.load_items`).
+    per-item scores per seed (:func:`.load.load_items`); ``uniform``: the
+    seeds that answered exactly uniformly (:func:`.load.uniform_answers`).
     """
+    uniform_seeds = {(d, run, seed) for d, run, seed, *_ in uniform}
     health = {(r.dataset, r.method, r.seed): log_health(r) for r in run_records}
     rows = []
     overall = df[~df["dataset"].str.contains("/", regex=False)]
@@ -106,6 +92,7 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
                 hi = row.get("ci_hi_ref_prior")
                 row["reads_items"] = (bool(row["pred_spread"] >= MIN_SPREAD and hi is not None and hi < 0)
                                       if hi is not None else None)
+                row["answers_uniform"] = (ds, method, int(seed)) in uniform_seeds
                 rows.append(row)
     return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
 
@@ -145,5 +132,9 @@ def learning_md(table: pd.DataFrame) -> str:
         reads = int((g["reads_items"] == True).sum())  # noqa: E712 (None stays out)
         beats = int((g["ci_hi_mls"] < 0).sum()) if "ci_hi_mls" in g else 0
         tail = f"; below mls (interval under 0) on {beats} of {len(g)}" if method != "mls" and g["ci_hi_mls"].notna().any() else ""
+        flat = [str(seed) for seed in g.loc[g["answers_uniform"] == True, "seed"]]  # noqa: E712
+        if flat:
+            tail += (f"; seed{'s' if len(flat) > 1 else ''} {', '.join(flat)} answer{'s' if len(flat) == 1 else ''} "
+                     "exactly uniformly (1/C for every class of every item), scoring as ref_uniform does")
         lines.append(f"- {ds} / {method}: reads the items on {reads} of {len(g)} seed(s){tail}.")
     return "\n".join(lines) + "\n"

@@ -32,7 +32,12 @@ from ..evaluation.metrics import REGISTRY
 # diagnostic, never ranked)
 METRICS = {m.name: m.higher_is_better for m in sorted((m for m in REGISTRY.values() if m.in_report),
                                                        key=lambda m: m.higher_is_better is None)}
+# per-step fields of a training log: from "event": "step" rows (the project's
+# callback) and from "event": "log" rows (TRL's logs: token entropy, gradient norm)
 STEP_FIELDS = ("reward_mean", "parse_rate", "zero_spread_frac")
+LOG_FIELDS = ("entropy", "grad_norm")
+# below this, a pred_spread or a deviation from 1/C is rounding, not a choice
+EXACT = 1e-6
 _METRICS_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<split>[^/.]+)\.json$")
 _RUN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)/run\.json$")
 
@@ -113,6 +118,18 @@ class Record:
     def items_path(self) -> Path:
         return self.path.with_name(self.path.name[:-len(".json")] + ".items.csv")
 
+    @property
+    def answers_uniform(self) -> bool:
+        """Every prediction is the uniform distribution: one answer for every
+        item (``pred_spread`` 0) whose mean is 1/C in every class. Such a
+        seed scores exactly as ``ref_uniform``: it answered nothing."""
+        overall, classes = self.data["overall"], self.data.get("per_class") or {}
+        spread = overall.get("pred_spread")
+        means = [c.get("mean_pred") for c in classes.values()]
+        if not isinstance(spread, (int, float)) or spread > EXACT or not means or None in means:
+            return False
+        return all(abs(m - 1 / len(means)) <= EXACT for m in means)
+
 
 def _read_json(p: Path, what: str) -> dict[str, Any]:
     if not p.is_file():
@@ -156,6 +173,13 @@ def load_records(paths: list[str | Path], split: str | None = None) -> list[Reco
     if other is not None:
         raise InputError(f"a {other.split} metrics file in a report of the {split} split", path=other.path)
     return sorted(records, key=lambda r: (r.dataset, r.run, r.seed))
+
+
+def uniform_answers(records: list[Record]) -> list[tuple[str, str, int, float]]:
+    """(dataset, run, seed, parse-failure rate) of every model run's seed
+    that answered exactly uniformly (:attr:`Record.answers_uniform`)."""
+    return [(r.dataset, r.run, r.seed, float(r.data["overall"].get("parse_failure_rate") or 0.0))
+            for r in records if not is_ref(r.run) and r.answers_uniform]
 
 
 def frame(records: list[Record]) -> pd.DataFrame:
@@ -245,9 +269,11 @@ class RunRecord:
 
 
 def read_steps(path: Path) -> pd.DataFrame:
-    """``"event": "step"`` rows of a training log (the last row of a step
-    repeated after a resume wins); empty when the file is missing."""
-    cols = ["step", *STEP_FIELDS]
+    """One row per step of a training log: :data:`STEP_FIELDS` from its
+    ``"event": "step"`` rows and :data:`LOG_FIELDS` from its ``"event": "log"``
+    rows (per field, the last value logged for a step wins: a step repeated
+    after a resume); empty when the file is missing."""
+    cols = ["step", *STEP_FIELDS, *LOG_FIELDS]
     rows = []
     if path.is_file():
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -257,11 +283,14 @@ def read_steps(path: Path) -> pd.DataFrame:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"malformed JSON ({exc.msg})", path=path, line=i) from None
-            if isinstance(row, dict) and row.get("event") == "step" and row.get("step") is not None:
-                rows.append({k: row.get(k) for k in cols})
-    df = pd.DataFrame(rows, columns=cols)
-    df = df.apply(pd.to_numeric, errors="coerce").drop_duplicates("step", keep="last")
-    return df.sort_values("step", kind="stable").reset_index(drop=True)
+            if not isinstance(row, dict) or row.get("step") is None:
+                continue
+            if row.get("event") == "step":
+                rows.append({k: row.get(k) for k in ("step", *STEP_FIELDS)})
+            elif row.get("event") == "log" and any(row.get(k) is not None for k in LOG_FIELDS):
+                rows.append({k: row.get(k) for k in ("step", *LOG_FIELDS)})
+    df = pd.DataFrame(rows, columns=cols).apply(pd.to_numeric, errors="coerce")
+    return df.groupby("step", sort=True).last().reset_index()[cols]
 
 
 def load_runs(paths: list[str | Path] | None) -> list[RunRecord]:

@@ -12,10 +12,8 @@ FIGURES = (
      "JSD and BC per item (box plots, per-item values averaged over seeds) and macro-F1 per ambiguity level:"),
     ("fig_per_class", "Per-class F1 and mean probabilities",
      "Per-class F1, and the mean probability each run gives a class against the annotators' mean:"),
-    ("fig_training", "Training reward, parse rate and zero-spread groups per step",
-     "Training per optimizer step, one line per method (mean over seeds, band ± std; trailing rolling mean "
-     "over a tenth of the steps, 1 to 10): mean reward, parse rate of the rollouts, and the fraction of "
-     "groups whose rollouts all got the same reward (no learning signal under group scaling):"),
+    # its caption says what the runs did: figures.training_caption, from the run records
+    ("fig_training", "Token entropy, zero-spread groups and gradient norm per step", ""),
 )
 
 
@@ -27,16 +25,19 @@ LEARNING_HEAD = (
     "prior (ref_prior) and mls, with its 95% bootstrap interval. A run reads the items on a seed when "
     "pred_spread ≥ 0.05 and it beats ref_prior (interval below 0). On the known-answer control (the items "
     "state their distribution) a method that does not read the items has not learned; on real data a "
-    "run that does not beat the prior has learned nothing from the items.\n\n")
+    "run that does not beat the prior has learned nothing from the items. The lines under the table name the "
+    "seeds that answered exactly uniformly (1/C for every class of every item).\n\n")
 
 
 def table1_head(split: str) -> str:
     return (f"Table 1 ({split} split): mean over seeds (± std when more than one), relative change against zs "
             f"in parentheses (\"jsd vs zs\": the change in JSD, {DASH} without a zs run), best model run per "
-            "dataset in bold (never a reference predictor, never a row flagged ‡, and in JSD, BC, KL and TVD "
-            "never a row flagged ¶); ref_* rows are model-free reference predictors; `dataset/subset` rows are "
-            "the subsets. JSD is the Jensen–Shannon distance, base 2; its 95% CI is a percentile bootstrap over "
-            f"items ({N_BOOT:,} resamples) of per-item JSD averaged over seeds ({DASH} without per-item scores). "
+            "dataset in bold (never a reference predictor, never a row flagged ‡, § or †, never a value worse "
+            "than ref_prior's in its metric, and in JSD, BC, KL and TVD never a row flagged ¶: a dataset where "
+            "a model-free predictor beats every model has no bold); ref_* rows are model-free reference "
+            "predictors; `dataset/subset` rows are the subsets. JSD is the Jensen–Shannon distance, base 2; "
+            f"its 95% CI is a percentile bootstrap over items ({N_BOOT:,} resamples) of per-item JSD averaged "
+            f"over seeds ({DASH} without per-item scores). "
             "pred_spread: mean JSD between each item's prediction and the run's mean prediction (0: the same "
             "answer for every item).\n\n")
 
@@ -47,7 +48,7 @@ def notes_md(notes: list[str]) -> str:
 
 def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_records: int, summary: str,
          table1_md: str, table1_notes: list[str], table2_md: str, paired_md: str, claims_md: str,
-         notes: list[str], setup: str = "", learning_md: str = "") -> str:
+         notes: list[str], setup: str = "", learning_md: str = "", training_caption: str = "") -> str:
     parts = [f"# Results report ({split} split)\n",
              f"{n_files} metrics files, {n_datasets} dataset(s), {n_runs} run(s), {n_run_records} training "
              "run record(s). Tables as CSV/Markdown/LaTeX and figures as PNG/PDF lie next to this page.\n",
@@ -62,7 +63,7 @@ def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_record
               "## The paper's claims\n", claims_md,
               "## Figures\n"]
     for stem, alt, caption in FIGURES:
-        parts += [caption + "\n", f"![{alt}]({stem}.png)\n", f"([PDF]({stem}.pdf))\n"]
+        parts += [(caption or training_caption) + "\n", f"![{alt}]({stem}.png)\n", f"([PDF]({stem}.pdf))\n"]
     if notes:
         parts += ["## Notes\n", notes_md(notes)]
     return "\n".join(parts)

@@ -91,7 +91,8 @@ def notes(records: list, config: dict[str, Any] | None, split: str) -> list[str]
     return out
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
+    """A p-value as the tables print it."""
     if pd.isna(p):
         return DASH
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
@@ -100,11 +101,12 @@ def _p(p: float) -> str:
 def significance_md(sig: pd.DataFrame, notes_: list[str]) -> str:
     """The body of the paired-test section (no heading: the page adds one)."""
     text = ("Per-item JSD (base 2) of two runs on the same items: each trained method against `zs`, "
-            "`mls` and `sft_soft` (where present), and the SHALA variants against each other. Items are "
-            "matched by id, per-item JSD averaged over seeds first. Δ = mean(method − baseline) "
+            "`mls`, `sft_soft` and `ref_prior` (where present), and the SHALA variants against each other. "
+            "Items are matched by id, per-item JSD averaged over seeds first. Δ = mean(method − baseline) "
             "(negative: the method is closer to the human distributions); 95% paired bootstrap "
             f"interval ({N_BOOT:,} resamples of items); two-sided Wilcoxon signed-rank p-value; "
-            "Holm-adjusted over the tests of each dataset.\n\n")
+            "Holm-adjusted over the tests of each dataset. The claims count a difference only when its "
+            f"interval excludes 0 and its Holm-adjusted p is under {ALPHA}.\n\n")
     if sig.empty:
         return text + "No test: " + ("; ".join(notes_) if notes_ else "no pair of runs with per-item scores") + ".\n"
     view = pd.DataFrame({
@@ -113,7 +115,7 @@ def significance_md(sig: pd.DataFrame, notes_: list[str]) -> str:
         "JSD baseline": sig.jsd_baseline.map(lambda v: f"{v:.4f}"),
         "Δ": sig.mean_diff.map(lambda v: f"{v:+.4f}"),
         "95% CI": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(sig.ci_lo, sig.ci_hi)],
-        "p": sig.p_value.map(_p), "p (Holm)": sig.p_holm.map(_p),
+        "p": sig.p_value.map(p_text), "p (Holm)": sig.p_holm.map(p_text),
     })
     text += markdown(view)
     if notes_:

@@ -15,7 +15,7 @@ An empty primary is a malformed row (error), not an other vote.
 ``n_annotators`` is the number of votes kept. Items keep the order of first
 appearance in ``labels_detailed.csv``; the id is the file name without
 extension. ``labels_consensus.csv`` (and its ``Split_Set``) is not used: the
-SPEC asks for five seeded random folds.
+splits are the project's own five seeded random folds (docs/design.md §3).
 
 Inputs: ``text`` from ``Transcripts/<stem>.txt`` (stripped) and ``audio``,
 the path ``<source>/Audios/<FileName>`` as given (not resolved, so the same
