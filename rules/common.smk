@@ -120,6 +120,17 @@ def is_trained(method):
     return run_is_trained(method, config)
 
 
+def probe_methods():
+    """Config methods whose trainer is `probe` (rule probe, not predict)."""
+    return [m for m, spec in config["methods"].items() if spec["trainer"] == "probe"]
+
+
+def method_pattern(probe):
+    """The `method` wildcard of rule probe (probe=True) or rule predict."""
+    names = [m for m in config["methods"] if (m in probe_methods()) == probe]
+    return "|".join(sorted(names, key=len, reverse=True)) or "(?!)"
+
+
 def method_seeds(method):
     """A method without training is deterministic (greedy): one run suffices."""
     return SEEDS if is_trained(method) else SEEDS[:1]
@@ -299,7 +310,9 @@ def report_runs(wildcards=None):
 def report_config_file():
     """Only the config values the report reads, in a content-addressed file:
     an edit elsewhere in config does not rerun the report."""
-    text = yaml.safe_dump(_plain({"run_methods": METHODS, "report": config["report"]}), sort_keys=True)
+    methods = {m: config["methods"][m] for m in METHODS}  # their trainers: trained or not, probe or not
+    text = yaml.safe_dump(_plain({"run_methods": METHODS, "methods": methods, "report": config["report"]}),
+                          sort_keys=True)
     path = Path(RES) / ".config" / f"report-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

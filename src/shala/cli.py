@@ -105,6 +105,18 @@ def cmd_predict(a) -> None:
     print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "parse_rate", "items_per_s")}))
 
 
+def cmd_probe(a) -> None:
+    from .evaluation.probe import run_probe
+
+    config = _load_config(a.config)
+    _set_threads(config, a.threads)
+    settings = config["evaluation"]["probe"]
+    rec = run_probe(config, a.dataset, Path(a.data), a.model, Path(a.out), split=a.split, limit=a.limit,
+                    max_train=settings["max_train"], max_val=settings["max_val"], layer=settings["layer"],
+                    pooling=settings["pooling"], seed=a.seed, threads=config["training"].get("threads"))
+    print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "n_train", "C")}))
+
+
 def cmd_train(a) -> None:
     """Train one method: GRPO, or SFT for a method whose trainer is ``sft``."""
     from .train.grpo import run_train
@@ -183,26 +195,6 @@ def cmd_preflight(a) -> None:
         sys.exit(rc)
 
 
-def cmd_list(a) -> None:
-    from .overview import config_files, render_list
-
-    files = config_files(a.config, alone=a.alone) if (a.config or Path("config.yaml").is_file()) else []
-    print(render_list(_load_config(files) if files else None, files), end="")
-
-
-def cmd_config_show(a) -> None:
-    from .overview import config_files, render_config
-
-    print(render_config(config_files(a.config, alone=a.alone)), end="")
-
-
-def cmd_prompt(a) -> None:
-    from .overview import config_files, render_prompt
-
-    config = _load_config(config_files(a.config, alone=a.alone))
-    print(render_prompt(config, a.dataset, item_id=a.item, split=a.split, data=a.data, model=a.model), end="")
-
-
 def _add_training(p: argparse.ArgumentParser, out: str) -> None:
     """The options sft and train share."""
     p.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
@@ -216,12 +208,13 @@ def _add_training(p: argparse.ArgumentParser, out: str) -> None:
     _add_config(p)
 
 
-PIPELINE = ("fetch-data", "prepare", "fetch-model", "sft", "train", "predict", "reference", "evaluate", "report")
+PIPELINE = ("fetch-data", "prepare", "fetch-model", "sft", "train", "predict", "probe", "reference", "evaluate",
+            "report")
 TOOLS = ("list", "config", "prompt", "preflight", "gpus", "free-port")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .overview import add_config_options
+    from .overview import add_tool_commands
 
     p = argparse.ArgumentParser(
         prog="shala", description=__doc__.splitlines()[0],
@@ -283,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(s)
     s.set_defaults(func=cmd_predict)
 
+    s = command("probe", help="the capacity probe: a soft-label linear read-out of the frozen model's hidden "
+                              "states, fitted on train, predictions for one split (methods with trainer: probe)")
+    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
+    s.add_argument("--data", required=True, help="prepared dataset directory (train, validation and the split)")
+    s.add_argument("--model", required=True, help="base model directory or hub id")
+    s.add_argument("--split", default="test", help="split to predict (default test)")
+    s.add_argument("--out", required=True, help="predictions JSONL (its run record: OUT with .run.json)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the train/validation subsets the probe is fitted on")
+    s.add_argument("--limit", type=int, help="a seeded subset of N items to predict (the same as predict --limit)")
+    s.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
+    _add_config(s)
+    s.set_defaults(func=cmd_probe)
+
     s = command("reference", help="predictions of a model-free reference predictor")
     s.add_argument("predictor", help="uniform | prior | majority | old_labels (`shala list` shows them)")
     s.add_argument("--data", required=True, help="prepared dataset directory")
@@ -312,31 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(s)
     s.set_defaults(func=cmd_report)
 
-    s = command("list", help="what a config runs: datasets, methods, and the adapters, rewards, "
-                             "reference predictors and metrics the code has")
-    add_config_options(s)
-    s.set_defaults(func=cmd_list)
-
-    s = command("config", help="the merged config: `shala config show`")
-    config_sub = s.add_subparsers(dest="config_command", required=True, metavar="ACTION", help="show")
-    show = "print the merged, validated config (YAML, schema defaults filled in), headed by the files that made it"
-    s = config_sub.add_parser("show", help=show, description=show)
-    add_config_options(s)
-    s.set_defaults(func=cmd_config_show)
-
-    s = command("prompt", help="one item's prompt as the model reads it (chat template applied) "
-                               "and the expected answer")
-    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
-    s.add_argument("--item", metavar="ID", help="item id (default: the split's first item)")
-    s.add_argument("--split", default="test", choices=["train", "validation", "test"],
-                   help="split the item comes from (default test)")
-    s.add_argument("--data", metavar="DIR", help="prepared dataset directory (default: prepare the items here, "
-                                                 "in memory, from the dataset's source, fetched raw folder or "
-                                                 "data_mirror; a synthetic dataset needs no files)")
-    s.add_argument("--model", metavar="DIR", help="take the tokenizer from this model directory or hub id "
-                                                  "(default: the configured model, fetched as the workflow does)")
-    add_config_options(s)
-    s.set_defaults(func=cmd_prompt)
+    add_tool_commands(command)
 
     s = command("preflight", help="check the launch config, per-GPU memory (with the fallback "
                                   "training applies) and disk before a GPU training job "

@@ -278,3 +278,46 @@ def render_prompt(config: dict[str, Any], dataset: str, *, item_id: str | None =
         out.append("# the item has audio (inputs.audio): shown as text; an Omni model also hears it, "
                    "placed before the text (shala.prompts.render_messages)")
     return "\n".join(out) + "\n"
+
+
+def cmd_list(a) -> None:
+    files = config_files(a.config, alone=a.alone) if (a.config or Path("config.yaml").is_file()) else []
+    print(render_list(load_config(files) if files else None, files), end="")
+
+
+def cmd_config_show(a) -> None:
+    print(render_config(config_files(a.config, alone=a.alone)), end="")
+
+
+def cmd_prompt(a) -> None:
+    config = load_config(config_files(a.config, alone=a.alone))
+    print(render_prompt(config, a.dataset, item_id=a.item, split=a.split, data=a.data, model=a.model), end="")
+
+
+def add_tool_commands(command) -> None:
+    """Register list, config show and prompt on the CLI's subparsers (``command(name, help)``)."""
+    s = command("list", help="what a config runs: datasets, methods, and the adapters, rewards, "
+                             "reference predictors and metrics the code has")
+    add_config_options(s)
+    s.set_defaults(func=cmd_list)
+
+    s = command("config", help="the merged config: `shala config show`")
+    config_sub = s.add_subparsers(dest="config_command", required=True, metavar="ACTION", help="show")
+    show = "print the merged, validated config (YAML, schema defaults filled in), headed by the files that made it"
+    s = config_sub.add_parser("show", help=show, description=show)
+    add_config_options(s)
+    s.set_defaults(func=cmd_config_show)
+
+    s = command("prompt", help="one item's prompt as the model reads it (chat template applied) "
+                               "and the expected answer")
+    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
+    s.add_argument("--item", metavar="ID", help="item id (default: the split's first item)")
+    s.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="split the item comes from (default test)")
+    s.add_argument("--data", metavar="DIR", help="prepared dataset directory (default: prepare the items here, "
+                                                 "in memory, from the dataset's source, fetched raw folder or "
+                                                 "data_mirror; a synthetic dataset needs no files)")
+    s.add_argument("--model", metavar="DIR", help="take the tokenizer from this model directory or hub id "
+                                                  "(default: the configured model, fetched as the workflow does)")
+    add_config_options(s)
+    s.set_defaults(func=cmd_prompt)

@@ -169,7 +169,8 @@ def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
     assert jobs["train"] == 2 * 5
     assert jobs["predict"] == 2 * 6          # zs + 5 trained, test split
     assert jobs["reference_predictor"] == 4 + 3  # old_labels only for ChaosNLI
-    assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
+    assert jobs["probe"] == 2                # the capacity probe: one per dataset, one seed, no training
+    assert jobs["evaluate"] == jobs["predict"] + jobs["probe"] + jobs["reference_predictor"]
     assert jobs["fetch_data"] == 2 and jobs["prepare"] == 2
     for m in ("mls", "shala_no_ambi", "shala", "shala_batch", "sft_soft"):
         for ds in ("chaosnli", "goemotions"):
@@ -212,10 +213,17 @@ def test_demo_profile_dry_run(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
     # no warm-up: with the response prefix the base model answers on format.
-    # control: zs, mls, shala; chaosnli (datasets.chaosnli.methods): zs only;
+    # control: zs, mls, shala, probe; chaosnli (datasets.chaosnli.methods): zs and probe;
     # references: uniform, prior on both, old_labels on chaosnli only
-    assert jobs == {"base_model": 1, "fetch_data": 2, "prepare": 2, "train": 2,
-                    "predict": 4, "reference_predictor": 5, "evaluate": 9, "report": 1, "all": 1, "total": 27}
+    assert jobs == {"base_model": 1, "fetch_data": 2, "prepare": 2, "train": 2, "predict": 4, "probe": 2,
+                    "reference_predictor": 5, "evaluate": 11, "report": 1, "all": 1, "total": 31}
+    probes = sorted(re.findall(r"predictions/(\w+)/probe/seed0/test.jsonl", r.stdout))
+    assert sorted(set(probes)) == ["chaosnli", "control"]
+    # the report reads each run method's trainer (trained or not, the probe or not)
+    (report_cfg,) = (tmp_path / "demo" / ".config").glob("report-*.yaml")
+    methods = yaml.safe_load(report_cfg.read_text())["methods"]
+    assert {m: spec["trainer"] for m, spec in methods.items()} == {
+        "zs": "none", "mls": "grpo", "shala": "grpo", "probe": "probe"}
     trained = sorted(re.findall(r"models/(\w+)/(\w+)/seed0/run.json", r.stdout))
     assert sorted(set(trained)) == [("control", "mls"), ("control", "shala")]
 

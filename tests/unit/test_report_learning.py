@@ -25,10 +25,11 @@ RUNS = {
     "mls": lambda dist, rng, i: np.eye(dist.size)[int(np.argmax(dist))] * 0.9 + 0.1 * rng.dirichlet(np.ones(dist.size)),
     "shala": _reader,
     "stuck": lambda dist, rng, i: PRIOR + 0.001 * i / 40,  # one answer: does not read the items
+    "probe": _reader,  # the capacity probe reads them: "stuck" is a training failure
 }
-CONFIG = {"run_methods": ["zs", "mls", "shala", "stuck"],
+CONFIG = {"run_methods": ["zs", "mls", "shala", "stuck", "probe"],
           "methods": {"zs": {"trainer": "none"}, "mls": {"trainer": "grpo"}, "shala": {"trainer": "grpo"},
-                      "stuck": {"trainer": "grpo"}}}
+                      "stuck": {"trainer": "grpo"}, "probe": {"trainer": "probe"}}}
 N_STEPS = 12
 
 
@@ -107,3 +108,21 @@ def test_reads_the_items_verdict(learned):
     assert head[0] == "dataset" and len(rows) == 9
     page = (out / "report.md").read_text()
     assert page.index("## Did training learn?") < page.index("## Table 1")
+
+
+def test_the_probe_names_the_cause(learned):
+    """A run that does not read the items: training, where the capacity probe
+    beats ref_prior; capacity, where it does not; unknown without a probe."""
+    from shala.report.learning import learning_md
+
+    _, out, table = learned
+    assert "probe" not in set(table["method"])   # a read-out of the frozen model, not a trained run
+    assert table["probe_reads"].eq(True).all()
+    lines = {line.split(":")[0]: line for line in (out / "learning.md").read_text().splitlines()
+             if line.startswith("- control / ")}
+    assert "cause: training (the capacity probe reads the items" in lines["- control / stuck"]
+    assert "cause" not in lines["- control / shala"]     # reads the items on every seed
+    for probe, cause in ((False, "cause: capacity (the capacity probe does not beat ref_prior either"),
+                         (None, "capacity or training cannot be told apart: no capacity probe run")):
+        md = learning_md(table.assign(probe_reads=probe))
+        assert cause in next(line for line in md.splitlines() if line.startswith("- control / stuck"))

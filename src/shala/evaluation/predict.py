@@ -113,6 +113,7 @@ def run_predict(config: dict[str, Any], dataset: str, data_dir: str | Path, mode
         "model_ref": str(model_ref), "dataset": dataset, "split": split,
         "predictions": str(out), "n_items": len(rows), "limit": limit, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "decoding": "greedy", "engine": engine,
+        "engine_settings": getattr(completions, "settings", None),  # vllm: shala.model.vllm_engine.Completions
         "response_prefix": sorted(set(prefixes)), "stop_at": prompt_cfg["stop_at"],
         "constrained": constrained, "audio": audio is not None,
         "prompt": prompt_cfg,

@@ -29,6 +29,18 @@ is skipped):
    ZeRO-3 only): the weights stream from host RAM at every forward.
 5. ``offload_param+no_gather``: all three.
 
+With colocated vLLM rollouts (``training.grpo.use_vllm``), whose engine
+holds ``vllm_gpu_memory_utilization`` of each GPU, the generation gather
+does not apply (the policy does not generate) and three more take its
+place, tried in the same cost order:
+
+6. ``vllm_sleep``: ``training.grpo.vllm_enable_sleep_mode: true``: the
+   engine frees its weights and KV cache while the policy trains (level 2),
+   so its reserve counts in the generation phase only; the weights are
+   pushed again and the cache remade at every generation (tried first);
+7. ``offload_optimizer+vllm_sleep`` (after 2);
+8. ``offload_param+vllm_sleep`` (after 4).
+
 Cheapest first: 1 costs rollout speed only, 2-3 add host RAM and a CPU
 optimizer step, 4-5 PCIe traffic at every forward. The gather fallbacks
 apply to GRPO under ZeRO-3 only (SFT does not generate), the offloads under
@@ -87,24 +99,36 @@ class Fallback:
     changes: tuple[tuple[str, bool], ...]   # Setup fields it sets
     settings: str                           # what it sets, as a user would write it
     cost: str
+    rank: int = 0                           # the cost order :func:`choose` tries them in (module doc)
 
 
 _GATHER = (("gather_for_generation", False),)
 _OPT = (("offload_optimizer", True),)
 _PARAM = (("offload_optimizer", True), ("offload_param", True))
 _DS = "the DeepSpeed json's zero_optimization"
+_SLEEP = (("vllm_sleep", True),)
+_SLEEPS = "training.grpo.vllm_enable_sleep_mode true"
 FALLBACKS = (
-    Fallback("no_gather", _GATHER, "training.grpo.ds3_gather_for_generation false", "slower rollouts"),
+    Fallback("no_gather", _GATHER, "training.grpo.ds3_gather_for_generation false", "slower rollouts", 1),
     Fallback("offload_optimizer", _OPT, f"{_DS}.offload_optimizer.device cpu",
-             "optimizer state in host RAM, Adam step on the CPU"),
+             "optimizer state in host RAM, Adam step on the CPU", 2),
     Fallback("offload_optimizer+no_gather", _OPT + _GATHER,
              f"{_DS}.offload_optimizer.device cpu and ds3_gather_for_generation false",
-             "optimizer on the CPU and slower rollouts"),
+             "optimizer on the CPU and slower rollouts", 3),
     Fallback("offload_param", _PARAM, f"{_DS}.offload_optimizer.device and offload_param.device cpu",
-             "optimizer and weights in host RAM, weights streamed at every forward"),
+             "optimizer and weights in host RAM, weights streamed at every forward", 4),
     Fallback("offload_param+no_gather", _PARAM + _GATHER,
              f"{_DS}.offload_optimizer.device and offload_param.device cpu, ds3_gather_for_generation false",
-             "optimizer and weights in host RAM and slower rollouts"),
+             "optimizer and weights in host RAM and slower rollouts", 5),
+)
+#: with colocated vLLM rollouts (module doc): numbered 6-8, tried by ``rank`` among the others
+VLLM_FALLBACKS = (
+    Fallback("vllm_sleep", _SLEEP, _SLEEPS, "vLLM's weights pushed and KV cache remade at every generation", 0),
+    Fallback("offload_optimizer+vllm_sleep", _OPT + _SLEEP, f"{_DS}.offload_optimizer.device cpu and {_SLEEPS}",
+             "optimizer on the CPU and vLLM asleep while training", 2),
+    Fallback("offload_param+vllm_sleep", _PARAM + _SLEEP,
+             f"{_DS}.offload_optimizer.device and offload_param.device cpu, {_SLEEPS}",
+             "optimizer and weights in host RAM and vLLM asleep while training", 4),
 )
 
 
@@ -124,10 +148,14 @@ class Choice:
 def applies(fb: Fallback, setup: Setup, generation: bool, has_ds_file: bool = True) -> bool:
     """Whether ``fb`` can run under ``setup`` and changes something."""
     fields = dict(fb.changes)
+    if "vllm_sleep" in fields and not (setup.vllm and generation):
+        return False
+    if fb.changes == _SLEEP:  # the only one without DeepSpeed
+        return not setup.vllm_sleep
     if not setup.deepspeed:
         return False
     if "gather_for_generation" in fields and not (generation and setup.zero_stage == 3
-                                                  and setup.gather_for_generation):
+                                                  and setup.gather_for_generation and not setup.vllm):
         return False
     if fields.get("offload_optimizer") and not (has_ds_file and setup.zero_stage >= 1):
         return False
@@ -147,7 +175,7 @@ def choose(shape: ModelShape, setup: Setup, mem_gib: float, *, mode: str = "fall
     if mode != "fallback":
         return choice
     seen = {setup}
-    for fb in FALLBACKS:
+    for fb in sorted(FALLBACKS + VLLM_FALLBACKS, key=lambda f: f.rank):
         if not applies(fb, setup, generation, has_ds_file):
             continue
         alt = dataclasses.replace(setup, **dict(fb.changes))
@@ -177,7 +205,7 @@ def describe(choice: Choice, mem_gib: float, gpus: int) -> str:
                 f"of {mem_gib:.1f} GiB wanted ({HEADROOM:.0%} headroom)")
     if choice.fallback is None:
         return f"fits as configured: {room}"
-    n = [fb.name for fb in FALLBACKS].index(choice.fallback.name) + 1
+    n = [fb.name for fb in FALLBACKS + VLLM_FALLBACKS].index(choice.fallback.name) + 1
     return (f"fallback {n} {choice.fallback.name} ({choice.fallback.settings}; {choice.fallback.cost}): {room} "
             f"(configured: {cfg:.1f} GiB)")
 
@@ -275,7 +303,7 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none",
                       freeze_towers=bool(config["training"]["freeze_unused_towers"]), generation=generation,
-                      zero3=launch.zero3)
+                      zero3=launch.zero3, gpu_mem_gib=mem)
     setup = peft_setup(setup, config["training"]["peft"])  # LoRA: frozen bf16 base, adapters train
     choice = choose(shape, setup, mem, mode=mode, generation=generation, has_ds_file=bool(ds_path))
     if not choice.fits:
@@ -291,6 +319,8 @@ def fit_to_hardware(config: dict[str, Any], settings: dict[str, Any],
         fields = dict(choice.fallback.changes)
         if "gather_for_generation" in fields:
             settings["ds3_gather_for_generation"] = False
+        if "vllm_sleep" in fields:
+            settings["vllm_enable_sleep_mode"] = True
         if "offload_optimizer" in fields:
             path = Path(out_dir) / DS_CONFIG_NAME
             write_json(path, offload_ds_config(ds, param=bool(fields.get("offload_param"))))
@@ -317,7 +347,10 @@ def suggestions(shape: ModelShape, setup: Setup, mem_gib: float, ds_file: str | 
     if not setup.gradient_checkpointing:
         options.append(("activation (gradient) checkpointing: training.grpo.activation_checkpointing true",
                         dataclasses.replace(setup, gradient_checkpointing=True)))
-    if setup.deepspeed and setup.zero_stage == 3 and setup.gather_for_generation:
+    if setup.vllm and not setup.vllm_sleep:
+        options.append((f"vLLM asleep while the policy trains: {_SLEEPS} (weights re-pushed at every generation)",
+                        dataclasses.replace(setup, vllm_sleep=True)))
+    if setup.deepspeed and setup.zero_stage == 3 and setup.gather_for_generation and not setup.vllm:
         options.append(("no full-model gather for generation: training.grpo.ds3_gather_for_generation "
                         "false (much slower generation)",
                         dataclasses.replace(setup, gather_for_generation=False)))

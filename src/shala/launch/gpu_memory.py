@@ -85,6 +85,17 @@ token for one layer with checkpointing (L layers without; not measured);
 KV cache and prefill as above. No optimizer state for the base, which is
 why a model whose full fine-tune needs two 141 GB GPUs trains on one.
 
+With vLLM rollouts (``training.grpo.use_vllm``, colocate mode: the engine
+lives in each training process, :mod:`shala.train.vllm_rollouts`): the
+engine takes ``vllm_gpu_memory_utilization`` x the GPU's memory for its
+weights, KV cache and activations (vLLM's own budget: the share of the whole
+card one instance may use), static, or, with ``vllm_enable_sleep_mode``, in
+the generation phase only (level 2 frees weights and KV cache while the
+policy trains). The policy then generates nothing itself: no generation
+gather, KV cache or prefill; the weight push gathers one parameter at a time
+under ZeRO-3 (2 B x the largest, in the generation phase). Server mode (a
+separate vLLM process) and CPU runs count no reserve.
+
 Overhead outside the tensors: a rank of a multi-process launch (DeepSpeed,
 or any N > 1) counts 3 GiB for its CUDA context, allocator slack and NCCL's
 buffers. One plain process has no NCCL: :data:`ONE_PROCESS_OVERHEAD_GIB`,
@@ -139,6 +150,13 @@ class Setup:
     lora_targets: str | tuple[str, ...] = "all-linear"
     zero3: Zero3Config = Zero3Config()  # the DeepSpeed json's sub_group_size, max live parameters, prefetch
     foreach_adam: bool = True           # torch AdamW's foreach path (adamw_torch), not fused
+    vllm_utilization: float = 0.0       # vllm_gpu_memory_utilization of colocated vLLM rollouts; 0: no vLLM
+    vllm_sleep: bool = False            # vllm_enable_sleep_mode: the reserve in the generation phase only
+    gpu_mem_gib: float | None = None    # the card's memory, which vLLM's reserve is a share of
+
+    @property
+    def vllm(self) -> bool:
+        return self.vllm_utilization > 0
 
     @property
     def multi_process(self) -> bool:
@@ -248,13 +266,13 @@ def _deepspeed_lines(shape: ModelShape, setup: Setup, t: int, n: int) -> tuple[l
         lines.append(Line(f"gradients (bf16{', sharded' if gn > 1 else ''})", *_sharded(2, t, gn)))
     generates = setup.generation_steps > 0
     if s == 3:
-        gather = generates and setup.gather_for_generation
+        gather = generates and setup.gather_for_generation and not setup.vllm
         if gather:
             lines.append(Line("generation gather (ds3_gather_for_generation)", 2 * p,
                               f"2 B x {billions(p)} (full bf16 copy)", (GENERATION,)))
         live, formula = live_parameters(p, shape.largest, shape.hidden, setup.zero3)
         lines.append(Line("ZeRO-3 live gathered parameters (bf16)", live, formula,
-                          (FORWARD,) if gather or not generates else (GENERATION, FORWARD)))
+                          (FORWARD,) if gather or not generates or setup.vllm else (GENERATION, FORWARD)))
     if setup.offload_optimizer or s == 0:
         return lines, host
     b, formula = step_transient(t, shape.largest, n, setup.zero3 if s == 3 else None, setup.foreach_adam)
@@ -300,14 +318,17 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> Estimate:
         k = 1 if setup.gradient_checkpointing else L
         lines.append(Line("LoRA dropout copies of adapter inputs (bf16)", tokens * per_layer * k,
                           f"{tokens} tok x 2 B x (7h + i) x {k} layer(s)", (FORWARD,)))
-    gen_seqs = setup.batch * setup.generation_steps
-    kv = gen_seqs * seq * L * 2 * shape.kv_heads * shape.head_dim * 2
-    lines.append(Line("generation KV cache (bf16)", kv,
-                      f"{gen_seqs} seq x {seq} tok x {L} L x 2 x {shape.kv_heads} kv x {shape.head_dim} x 2 B",
-                      (GENERATION,)))
-    prefill = gen_seqs * setup.prompt_tokens
-    lines.append(Line("generation prefill (bf16, one layer)", prefill * 2 * (2 * h + 3 * i),
-                      f"{gen_seqs} seq x {setup.prompt_tokens} tok x 2 B x (2h + 3i)", (GENERATION,)))
+    if setup.vllm:
+        lines += vllm_lines(shape, setup)
+    else:
+        gen_seqs = setup.batch * setup.generation_steps
+        kv = gen_seqs * seq * L * 2 * shape.kv_heads * shape.head_dim * 2
+        lines.append(Line("generation KV cache (bf16)", kv,
+                          f"{gen_seqs} seq x {seq} tok x {L} L x 2 x {shape.kv_heads} kv x {shape.head_dim} x 2 B",
+                          (GENERATION,)))
+        prefill = gen_seqs * setup.prompt_tokens
+        lines.append(Line("generation prefill (bf16, one layer)", prefill * 2 * (2 * h + 3 * i),
+                          f"{gen_seqs} seq x {setup.prompt_tokens} tok x 2 B x (2h + 3i)", (GENERATION,)))
     label = "CUDA context / allocator / NCCL" if setup.multi_process else "CUDA context / cuBLAS / allocator"
     lines.append(Line(label, setup.overhead * GIB,
                       "fixed, one rank of a multi-process launch" if setup.multi_process else
@@ -315,15 +336,32 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> Estimate:
     return Estimate(lines, host_bytes=host)
 
 
+def vllm_lines(shape: ModelShape, setup: Setup) -> list[Line]:
+    """vLLM's reserve and the weight push (module doc, "With vLLM rollouts")."""
+    mem = setup.gpu_mem_gib
+    reserve = setup.vllm_utilization * mem * GIB if mem else 0.0
+    formula = (f"vllm_gpu_memory_utilization {setup.vllm_utilization:g} x {mem:.1f} GiB" if mem
+               else "unknown: no GPU memory given (--gpu-mem)")
+    phases = (GENERATION,) if setup.vllm_sleep else ()
+    label = "vLLM reserve (weights, KV cache; colocate" + (", asleep while training)" if setup.vllm_sleep else ")")
+    push = 2 * shape.largest if setup.deepspeed and setup.zero_stage == 3 else 0
+    return [Line(label, reserve, formula, phases),
+            Line("vLLM weight push (one gathered parameter)", push,
+                 f"2 B x {billions(shape.largest)}" if push else "0 (nothing to gather)", (GENERATION,))]
+
+
 def setup_for(settings: dict[str, Any], *, gpus: int, deepspeed: bool, zero_stage: int = 3,
               offload_optimizer: bool = False, offload_param: bool = False, freeze_towers: bool = True,
               prompt_tokens: int = PROMPT_TOKENS, generation: bool = True,
-              zero3: Zero3Config | None = None) -> Setup:
+              zero3: Zero3Config | None = None, gpu_mem_gib: float | None = None) -> Setup:
     """The :class:`Setup` of a job from its TRL settings (GRPOConfig, or
     SFTConfig with ``generation`` false: no rollouts, so no gather and no KV
     cache) and the DeepSpeed json's ZeRO-3 values (``zero3``; None:
     DeepSpeed's defaults), so preflight and training estimate the same thing.
-    An unset ``optim`` counts as ``adamw_torch`` (foreach, with scratch)."""
+    An unset ``optim`` counts as ``adamw_torch`` (foreach, with scratch).
+    Colocated vLLM rollouts reserve TRL's ``vllm_gpu_memory_utilization``
+    (default 0.3) of ``gpu_mem_gib``."""
+    colocated = generation and settings.get("use_vllm") and settings.get("vllm_mode", "colocate") == "colocate"
     ckpt = settings.get("activation_checkpointing")
     if ckpt is None:
         ckpt = settings.get("gradient_checkpointing", True)
@@ -335,7 +373,9 @@ def setup_for(settings: dict[str, Any], *, gpus: int, deepspeed: bool, zero_stag
         generation_steps=int(steps) if generation else 0, prompt_tokens=prompt_tokens,
         completion_tokens=int(settings.get("max_completion_length", 128)), gradient_checkpointing=bool(ckpt),
         gather_for_generation=generation and bool(settings.get("ds3_gather_for_generation", True)),
-        zero3=zero3 or Zero3Config(), foreach_adam=str(settings.get("optim", "adamw_torch")) != "adamw_torch_fused")
+        zero3=zero3 or Zero3Config(), foreach_adam=str(settings.get("optim", "adamw_torch")) != "adamw_torch_fused",
+        vllm_utilization=float(settings.get("vllm_gpu_memory_utilization", 0.3)) if colocated else 0.0,
+        vllm_sleep=bool(colocated and settings.get("vllm_enable_sleep_mode")), gpu_mem_gib=gpu_mem_gib)
 
 
 def fits_in(total_gib: float, mem_gib: float, headroom: float = HEADROOM) -> bool:

@@ -140,7 +140,7 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     setup = setup_for(grpo, gpus=n, deepspeed=deepspeed, zero_stage=launch.zero_stage,
                       offload_optimizer=launch.offload_optimizer != "none",
                       offload_param=launch.offload_param != "none", freeze_towers=freeze,
-                      prompt_tokens=prompt_tokens, zero3=launch.zero3)
+                      prompt_tokens=prompt_tokens, zero3=launch.zero3, gpu_mem_gib=mem)  # mem: vLLM's share
     peft = training["peft"]
     full_setup, lora_setup = setup, peft_setup(setup, peft, enabled=True)
     if not peft["enabled"]:  # the alternative as config/one_gpu.yaml runs it: one process

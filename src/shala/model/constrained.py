@@ -145,7 +145,8 @@ def forced_positions(skeleton: JSONSkeleton, completion_ids: Sequence[Sequence[i
     return out
 
 
-def mask_forced_tokens(trainer, tokenizer, labels: Sequence[str], max_digits: int = 3) -> dict[str, int]:
+def mask_forced_tokens(trainer, tokenizer, labels: Sequence[str], max_digits: int = 3,
+                       find_forced=forced_positions) -> dict[str, int]:
     """Take the forced tokens of constrained rollouts out of GRPO's loss.
 
     Without this, 11 of a 3-class answer's ~20 tokens (the forced ``, "neutral": ``
@@ -156,6 +157,8 @@ def mask_forced_tokens(trainer, tokenizer, labels: Sequence[str], max_digits: in
     attention mask alone, so the forced tokens are set to 0 there.
     ``num_items_in_batch`` (the token count DAPO-style losses divide by) is
     recounted. Returns a live counter of masked and kept tokens.
+    ``find_forced(skeleton, completion_ids)``: where the forced tokens are
+    (vLLM's rollouts: :func:`shala.train.vllm_rollouts.forced_positions_text`).
     """
     import torch
 
@@ -167,7 +170,7 @@ def mask_forced_tokens(trainer, tokenizer, labels: Sequence[str], max_digits: in
     def generate_and_score(inputs):
         out = original(inputs)
         ids, mask = out["completion_ids"], out["completion_mask"]
-        forced = torch.tensor(forced_positions(skeleton, ids.tolist()), dtype=torch.bool, device=ids.device)
+        forced = torch.tensor(find_forced(skeleton, ids.tolist()), dtype=torch.bool, device=ids.device)
         keep = (~forced).to(mask.dtype)
         tool = out.get("tool_mask")
         out["tool_mask"] = keep if tool is None else tool * keep

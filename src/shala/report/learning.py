@@ -44,7 +44,7 @@ AGAINST = ("ref_prior", "mls", "zs")
 LEARNING_COLUMNS = ["dataset", "method", "seed", "steps", "entropy_first", "entropy_last",
                     "zero_spread_last", "zero_grad_steps", "jsd", "pred_spread", "p_majority",
                     *[f"{c}_{b}" for b in AGAINST for c in ("diff", "ci_lo", "ci_hi")], "reads_items",
-                    "answers_uniform"]
+                    "answers_uniform", "probe_reads"]
 
 
 def log_health(run: RunRecord) -> dict[str, Any]:
@@ -75,6 +75,7 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
         runs = run_order(list(overall.loc[overall["dataset"] == ds, "run"].unique()), config)
         per_item = items[items["dataset"] == ds]
         base = {b: per_item[per_item["run"] == b] for b in AGAINST}
+        probe = probe_reads(per_item, runs, config, base["ref_prior"])
         for method in (r for r in runs if is_trained(r, config)):
             for seed in sorted(overall.loc[(overall["dataset"] == ds) & (overall["run"] == method), "seed"]):
                 m = overall[(overall["dataset"] == ds) & (overall["run"] == method) & (overall["seed"] == seed)]
@@ -93,8 +94,25 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
                 row["reads_items"] = (bool(row["pred_spread"] >= MIN_SPREAD and hi is not None and hi < 0)
                                       if hi is not None else None)
                 row["answers_uniform"] = (ds, method, int(seed)) in uniform_seeds
+                row["probe_reads"] = probe
                 rows.append(row)
     return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
+
+
+def probe_reads(per_item: pd.DataFrame, runs: list[str], config: dict[str, Any] | None,
+                prior: pd.DataFrame) -> bool | None:
+    """Does the dataset's capacity probe (a method whose trainer is ``probe``)
+    beat ``ref_prior``: JSD below it with the paired interval under 0? None
+    without a probe run or a prior to compare with."""
+    methods = (config or {}).get("methods") or {}
+    probes = [r for r in runs if (methods.get(r) or {}).get("trainer") == "probe"]
+    if not probes or prior.empty:
+        return None
+    own = per_item[per_item["run"] == probes[0]].groupby("id")["jsd"].mean().astype(float)
+    both = pd.concat([own, _against(prior, 0)], axis=1, join="inner").sort_index()
+    if both.empty:
+        return None
+    return bool(paired_test(both.iloc[:, 0], both.iloc[:, 1], n_boot=N_BOOT).ci_hi < 0)
 
 
 def _against(scores: pd.DataFrame, seed: int) -> pd.Series:
@@ -103,6 +121,16 @@ def _against(scores: pd.DataFrame, seed: int) -> pd.Series:
     its mean over seeds (``zs`` and ``ref_*`` do not depend on the seed)."""
     same = scores[scores["seed"] == seed]
     return (same if not same.empty else scores).groupby("id")["jsd"].mean().astype(float)
+
+
+# why a trained run does not read the items, from the dataset's capacity probe
+CAUSE = {
+    True: "cause: training (the capacity probe reads the items: it beats ref_prior, so the model's "
+          "representation supports more than the prior)",
+    False: "cause: capacity (the capacity probe does not beat ref_prior either: this model's "
+           "representation of the items supports no more than the prior)",
+    None: "capacity or training cannot be told apart: no capacity probe run on this dataset",
+}
 
 
 def _f(x: Any, fmt: str = ".3f") -> str:
@@ -136,5 +164,8 @@ def learning_md(table: pd.DataFrame) -> str:
         if flat:
             tail += (f"; seed{'s' if len(flat) > 1 else ''} {', '.join(flat)} answer{'s' if len(flat) == 1 else ''} "
                      "exactly uniformly (1/C for every class of every item), scoring as ref_uniform does")
+        if reads < len(g):
+            probe = g["probe_reads"].iloc[0] if "probe_reads" in g else None
+            tail += "; " + CAUSE[probe if probe in (True, False) else None]  # NaN from a CSV: none
         lines.append(f"- {ds} / {method}: reads the items on {reads} of {len(g)} seed(s){tail}.")
     return "\n".join(lines) + "\n"

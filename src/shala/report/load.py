@@ -47,12 +47,16 @@ def is_ref(run: str) -> bool:
 
 
 def is_trained(run: str, config: dict[str, Any] | None) -> bool:
-    """A model run that was trained: not a reference predictor, not ``zs``,
-    and not a config method whose trainer is ``none``."""
-    if is_ref(run) or run == "zs":
+    """A model run that was trained: its config method's trainer trains the
+    model (grpo, sft); not ``none`` (zs) nor ``probe`` (a read-out of the
+    frozen model). Without the method in a config, the names of the shipped
+    untrained methods decide."""
+    if is_ref(run):
         return False
     spec = ((config or {}).get("methods") or {}).get(run)
-    return spec is None or spec["trainer"] != "none"
+    if spec is None:
+        return run not in ("zs", "probe")
+    return spec["trainer"] in ("grpo", "sft")
 
 
 def run_order(runs: list[str], config: dict[str, Any] | None) -> list[str]:

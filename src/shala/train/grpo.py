@@ -294,10 +294,11 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     from trl import GRPOTrainer
 
     from ..model.audio import audio_features_for
-    from ..model.constrained import constrain_generate, constraint_settings, mask_forced_tokens
+    from ..model.constrained import constrain_generate, constraint_settings
     from ..model.engines import check_rollout_engine
     from ..prompts import stop_token_ids, with_stop_ids
     from .rewards import get_reward
+    from .vllm_rollouts import build_trainer
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -305,7 +306,8 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
     spec = method_spec(config, method)
     requested = grpo_settings(config, method, max_steps, dataset)
-    check_rollout_engine(requested, dataset, prompt_config(config, dataset), model_type_of(model_ref))
+    check_rollout_engine(requested, dataset, prompt_config(config, dataset), model_type_of(model_ref),
+                         config["datasets"][dataset], Path(data_dir) / "train.jsonl")
     check_toolchain()  # these two before any model loads
     settings, notes, fit = run_settings(config, requested, out_dir)
     threads = apply_threads(config)
@@ -347,12 +349,10 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
     trainer_cls, extra = (GRPOTrainer, {}) if audio is None else (_audio_trainer(), {"audio": audio})
     tower_calls = count_calls(model, OMNI_TOWER_PREFIXES["audio"])
     peft_config = lora_config(config, model)
-    trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
-                          processing_class=tokenizer, callbacks=[step_log], peft_config=peft_config, **extra)
+    trainer, masked = build_trainer(trainer_cls, constrained, labels, config["training"]["mask_forced_tokens"],
+                                    model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
+                                    processing_class=tokenizer, callbacks=[step_log], peft_config=peft_config, **extra)
     lora = peft_record(config, trainer.model)
-    masked = None
-    if constrained and config["training"]["mask_forced_tokens"]:
-        masked = mask_forced_tokens(trainer, tokenizer, labels, constrained["max_digits"])
 
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -376,13 +376,13 @@ def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data
         "global_step": trainer.state.global_step, "steps_this_run": steps_run,
         "device": device_name(), "torch_threads": threads, "world_size": args.world_size,
         "zero3": zero3, "audio_tower_calls": tower_calls[0], "peak_gpu_memory_gib": peak_gpu_memory_gib(),
+        "vllm_weight_sync": getattr(trainer, "vllm_sync_stats", None),  # shala.train.vllm_rollouts
         "versions": library_versions(),
         "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                    "seconds_per_step": train_seconds / steps_run if steps_run else None,
                    "step_seconds": step_log.step_seconds},
-        "final_metrics": {},
+        "final_metrics": {}, "checkpoints": checkpoint_policy(config),
     }
-    record["checkpoints"] = checkpoint_policy(config)
     if main_process:
         append_log(log_path, {"event": "end", "step": trainer.state.global_step})
         record["final_metrics"] = reward_summary(log_path)
