@@ -16,7 +16,7 @@ from conftest import SHARED_DATA, needs_shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBS = {"torch", "transformers", "trl", "datasets", "accelerate", "peft", "deepspeed", "gguf", "safetensors"}
-MODEL_RULES = {"base_model", "fetch_model", "warmup_sft", "train", "predict"}
+MODEL_RULES = {"base_model", "fetch_model", "warmup_sft", "train", "predict", "probe"}
 # runs `shala ARGS` with every model library unimportable, as in envs/light.yaml
 BLOCKED = f"""
 import sys
@@ -52,7 +52,7 @@ def test_each_rule_names_the_env_of_its_role():
             if m:
                 seen[m[1]] = re.search(r'conda:\s*\n\s*"\.\./envs/(\w+)\.yaml"', block)[1]
     assert {r for r, env in seen.items() if env == "model"} == MODEL_RULES
-    assert set(seen.values()) == {"light", "model"} and len(seen) == 10  # base_model or fetch_model, by source
+    assert set(seen.values()) == {"light", "model"} and len(seen) == 11  # base_model or fetch_model, by source
     assert "-e ..\n" in (ROOT / "envs" / "light.yaml").read_text()
     assert "-e ..[model,gpu]" in (ROOT / "envs" / "model.yaml").read_text()
 

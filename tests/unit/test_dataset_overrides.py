@@ -22,8 +22,8 @@ def demo():
 
 
 def test_methods_narrow_run_methods_in_their_order(demo):
-    assert dataset_methods(demo, "control") == ["zs", "mls", "shala"]
-    assert dataset_methods(demo, "chaosnli") == ["zs"]
+    assert dataset_methods(demo, "control") == ["zs", "mls", "shala", "probe"]
+    assert dataset_methods(demo, "chaosnli") == ["zs", "probe"]
     cfg = copy.deepcopy(demo)
     cfg["datasets"]["chaosnli"]["methods"] = ["shala", "zs"]   # config order, not the list's
     assert dataset_methods(cfg, "chaosnli") == ["zs", "shala"]

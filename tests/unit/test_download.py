@@ -116,6 +116,7 @@ def test_present_mirror_is_copied_without_network(tmp_path, offline):
 def test_no_mirror_and_no_url_is_a_config_error_naming_data_mirror(tmp_path, offline):
     config = load_config([ROOT / "config.yaml", ROOT / "config" / "byod.yaml"])
     config["data_mirror"] = str(tmp_path / "absent")
+    del config["datasets"]["varierr"]["download"]   # a dataset of your own: no official URL
     with pytest.raises(ConfigError, match="data_mirror") as ei:
         download.fetch_data("varierr", config, tmp_path / "raw")
     assert "varierr/" in str(ei.value) and offline == []

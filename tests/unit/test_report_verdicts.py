@@ -168,7 +168,8 @@ def test_learning_names_the_uniform_seed():
                                                      "answers_uniform": s == 1} for s in (0, 1, 2)]
     md = learning_md(pd.DataFrame(rows, columns=LEARNING_COLUMNS))
     assert md.splitlines()[-1] == ("- chaosnli / mls: reads the items on 0 of 3 seed(s); seed 1 answers exactly "
-                                   "uniformly (1/C for every class of every item), scoring as ref_uniform does.")
+                                   "uniformly (1/C for every class of every item), scoring as ref_uniform does; "
+                                   "capacity or training cannot be told apart: no capacity probe run on this dataset.")
 
 
 # --------------------------------------------------------------------------- figures
