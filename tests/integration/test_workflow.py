@@ -169,8 +169,8 @@ def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
     assert jobs["train"] == 2 * 5
     assert jobs["predict"] == 2 * 6          # zs + 5 trained, test split
     assert jobs["reference_predictor"] == 4 + 3  # old_labels only for ChaosNLI
-    assert jobs["probe"] == 2                # the capacity probe: one per dataset, one seed, no training
-    assert jobs["evaluate"] == jobs["predict"] + jobs["probe"] + jobs["reference_predictor"]
+    assert "probe" not in jobs               # the capacity probe reads text only: not in the paper's run_methods
+    assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
     assert jobs["fetch_data"] == 2 and jobs["prepare"] == 2
     for m in ("mls", "shala_no_ambi", "shala", "shala_batch", "sft_soft"):
         for ds in ("chaosnli", "goemotions"):
