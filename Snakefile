@@ -54,4 +54,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        PLAN.final_outputs(),

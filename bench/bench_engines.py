@@ -112,10 +112,10 @@ def bench_grpo(cfg, model_dir: Path, data: Path, work: Path, steps: int, max_com
 def main() -> None:
     import torch
 
-    from shala.config import load_config
     from shala.jsonio import write_jsonl
-    from shala.model.loading import base_model_name, fetch_model
     from shala.model.engines import vllm_missing
+    from shala.model.loading import base_model_name, fetch_model
+    from shala.plan import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="prediction prompts (one batch)")

@@ -40,7 +40,7 @@ def _time(fn, repeats: int) -> float:
 def measure(name: str, model, tok, item: dict, repeats: int) -> dict:
     import torch
 
-    from shala.config import load_config
+    from shala.plan import load_config
     from shala.prompts import render_prompt_string
 
     s = SETTINGS[name]

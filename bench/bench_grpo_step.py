@@ -49,7 +49,8 @@ def model_dir(kind: str, work: Path) -> Path:
 
 
 def bench_config(kind: str, max_completion_length: int, threads: int) -> dict:
-    from shala.config import fill_defaults, load_config
+    from shala.config import fill_defaults
+    from shala.plan import load_config
 
     cfg = load_config([ROOT / "config.yaml"])
     if kind == "tiny":

@@ -47,10 +47,10 @@ def chaosnli_items(source: Path, n: int, seed: int) -> list[dict]:
 def main() -> None:
     import torch
 
-    from shala.config import load_config
     from shala.model.engines import generate
     from shala.model.loading import base_model_name, fetch_model, load_model_and_tokenizer
     from shala.parsing import parse_distribution
+    from shala.plan import load_config
     from shala.prompts import render_messages
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

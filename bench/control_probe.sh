@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:?usage: control_probe.sh OUTDIR SEED [METHOD]}"); seed=${2:?seed}; method=${3:-shala}
-ds=${DATASET:-control}
+ds=${DATASET:-control}; limit=${LIMIT:-90}
 C=(--config config.yaml --config config/demo.yaml)
 # PROBE_OVERLAY: extra overlays (space-separated paths) for a candidate regime
 for o in ${PROBE_OVERLAY:-}; do C+=(--config "$o"); done
@@ -35,15 +35,21 @@ score() {  # name predictions
     $sh evaluate --predictions "$2" --out "$out/e/$1.json" --items-out "$out/e/$1.items.csv" | sed "s/^/$1: /"
 }
 if [ ! -f "$out/e/zs.json" ]; then
-    $sh predict --dataset "$ds" --data "$out/data" --model "$out/model" --split test --limit 90 \
+    $sh predict --dataset "$ds" --data "$out/data" --model "$out/model" --split test --limit "$limit" \
         --out "$out/p/zs.jsonl" --threads 1 "${C[@]}" > "$out/pred-zs.log" 2>&1
-    $sh reference prior --data "$out/data" --split test --limit 90 --out "$out/p/prior.jsonl" 2> /dev/null
+    $sh reference prior --data "$out/data" --split test --limit "$limit" --out "$out/p/prior.jsonl" 2> /dev/null
     score zs "$out/p/zs.jsonl"; score ref_prior "$out/p/prior.jsonl"
 fi
 [ "$method" = - ] && exit 0
 run="$method-$seed"
+init=()
+if [ -n "${WARMUP_STEPS:-}" ]; then
+    $sh sft --dataset "$ds" --seed "$seed" --data "$out/data" --model "$out/model" --max-steps "$WARMUP_STEPS" \
+        --out "$out/m/warm-$seed" --threads 1 "${C[@]}" > "$out/warm-$seed.log" 2>&1
+    init=(--init-from "$out/m/warm-$seed")
+fi
 $sh train --dataset "$ds" --method "$method" --seed "$seed" --data "$out/data" --model "$out/model" \
-    --out "$out/m/$run" --threads 1 "${C[@]}" > "$out/train-$run.log" 2>&1
-$sh predict --dataset "$ds" --data "$out/data" --model "$out/m/$run" --split test --limit 90 \
+    --out "$out/m/$run" --threads 1 "${init[@]}" "${C[@]}" > "$out/train-$run.log" 2>&1
+$sh predict --dataset "$ds" --data "$out/data" --model "$out/m/$run" --split test --limit "$limit" \
     --out "$out/p/$run.jsonl" --threads 1 "${C[@]}" > "$out/pred-$run.log" 2>&1
 score "$run" "$out/p/$run.jsonl"

@@ -331,7 +331,7 @@ def grid_estimate(step_s: float | None) -> dict:
     is one rank's per-device work (4 x 2 completions); on the paper's 2 GPUs
     each rank does the same per step, so the step time carries over
     (gradient all-reduce aside)."""
-    from shala.config import load_config
+    from shala.plan import load_config
 
     cfg = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
     grpo = [m for m in cfg["run_methods"] if cfg["methods"][m]["trainer"] == "grpo"]
@@ -410,7 +410,7 @@ def _sigterm(*_) -> None:
 
 def prepare(res: dict, work: Path, gpu: bool, a, log_path: Path, env: dict, deadline: float) -> Path:
     """Tokenizer, items, config, then the random checkpoint (module doc, 1-2); returns the config."""
-    from shala.config import load_config
+    from shala.plan import load_config
 
     prompt_cfg = load_config([ROOT / "config.yaml"])["datasets"]["chaosnli"]["prompt"]  # defaults filled
     mel = json.loads(CONFIG.read_text())["thinker_config"]["audio_config"]["num_mel_bins"]

@@ -34,11 +34,11 @@ def main() -> None:
 
     import torch
 
-    from shala.config import load_config
     from shala.data.prepare import prepare
     from shala.evaluation.evaluate import run_evaluate
     from shala.evaluation.predict import run_predict
     from shala.model.loading import fetch_model
+    from shala.plan import load_config
     from shala.train.grpo import run_train
     from shala.train.sft import run_sft
 

@@ -104,7 +104,7 @@ def load(work: Path):
     """The demo config with every dataset of :data:`DATASETS` (sources read in place)."""
     import yaml
 
-    from shala.config import load_config
+    from shala.plan import load_config
 
     overlay = {"datasets": {name: {**entry, "source": str(SHARED / src)}
                             for name, (src, entry) in DATASETS.items() if entry is not None}}

@@ -14,7 +14,14 @@ writes the poll items, none of them is shipped):
 - ``poll-ordered``: poll results, 3 options, votes listed in label order;
 - ``poll4-ordered``: 4 options (one more class, other counts), in label order;
 - ``poll``: 3 options, half of the items listed in a shuffled order, so
-  copying in order is not enough: each number must be bound to its label.
+  copying in order is not enough: each number must be bound to its label;
+- the English real datasets of ``bench/probe_datasets.py`` (``chaosnli``,
+  ``md_agreement``, ``hs_brexit``, ``varierr``, ``convabuse``), read in place
+  from ``../shared/data`` with the same prompts the capacity probe used
+  (issue 29: does a regime read real items?).
+
+``--warmup-steps N`` starts each GRPO run from N steps of the soft-label SFT
+warm-up (``shala sft``); ``--limit`` sets the scored test items (default 90).
 
 Runs already done under ``--out`` are reused. ``--jobs 2`` runs two
 single-threaded probes at a time (2 cores). Prints one row per run (JSD,
@@ -41,25 +48,36 @@ from shala.evaluation.significance import paired_test
 from shala.report.learning import MIN_SPREAD  # the report's "reads the items" bar, not a second copy
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # imported as a module by tests, run as a script by people
+from probe_datasets import DATASETS, SHARED  # noqa: E402  (the real datasets and the probe's prompts)
 
 # name: readable_task.py arguments (None: the built-in control)
-TASKS = {
+POLLS = {
     "control": None,
     "poll-ordered": ["--seed", "3", "--classes", "3", "--shuffled", "0"],
     "poll4-ordered": ["--seed", "5", "--classes", "4", "--shuffled", "0"],
     "poll": ["--seed", "3", "--classes", "3", "--shuffled", "0.5"],
 }
+TASKS = [*POLLS, *DATASETS]
 
 
 def task_env(out: Path, task: str, overlays: list[str]) -> dict[str, str]:
     """Environment for control_probe.sh: the task's overlay (written once) first, then the candidate's."""
     env = dict(os.environ)
     extra = list(overlays)
-    if TASKS[task] is not None:
+    if task in DATASETS:  # a real dataset, read in place with the probe's prompt
+        folder, entry = DATASETS[task]
+        if entry is not None:
+            path = out / "tasks" / f"{task}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"datasets": {task: {**entry, "source": str(SHARED / folder)}}}))
+            extra = [str(path), *extra]
+        env.update(DATASET=task, SOURCE=str(SHARED / folder))
+    elif POLLS[task] is not None:
         src = out / "tasks" / task
         if not (src / "overlay.yaml").exists():
             subprocess.run([sys.executable, str(ROOT / "bench" / "readable_task.py"), "--out", str(src),
-                            *TASKS[task]], check=True)
+                            *POLLS[task]], check=True)
         extra = [str(src / "overlay.yaml"), *extra]
         env.update(DATASET="poll", SOURCE=str(src / "raw"))
     env["PROBE_OVERLAY"] = " ".join(extra)
@@ -118,12 +136,17 @@ def score(out: Path, task: str, seed: int, method: str) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(POLLS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--overlay", action="append", default=[], help="candidate regime overlay (repeatable)")
     ap.add_argument("--method", default="shala", help="the trained method (shala, mls, sft_soft, ...)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--warmup-steps", type=int, help="soft-label SFT warm-up steps before GRPO")
+    ap.add_argument("--limit", type=int, default=90, help="scored test items")
     a = ap.parse_args()
+    os.environ["LIMIT"] = str(a.limit)
+    if a.warmup_steps:
+        os.environ["WARMUP_STEPS"] = str(a.warmup_steps)
     out = a.out.resolve()
     overlays = [str(Path(o).resolve()) for o in a.overlay]
     with ThreadPoolExecutor(a.jobs) as pool:  # baselines first: the runs reuse their model and data

@@ -3,16 +3,16 @@
 
 rule evaluate:
     input:
-        f"{RES}/predictions/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.jsonl",
+        path("predictions", results=RES),
     output:
-        metrics=f"{RES}/metrics/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.json",
-        per_item=f"{RES}/metrics/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.items.csv",
+        metrics=path("metrics", results=RES),
+        per_item=path("per_item", results=RES),
     log:
         f"{RES}/logs/evaluate/{{dataset}}/{{run}}/seed{{seed}}/{{split}}.log",
     params:
         policy=config["evaluation"]["on_parse_failure"],
     resources:
-        **cluster_resources("light"),
+        **job_resources("light"),
     conda:
         "../envs/light.yaml"
     shell:

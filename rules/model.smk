@@ -16,28 +16,26 @@ if config["model"]["source"] == "hub":
         log:
             f"{RES}/logs/fetch_model/{os.path.basename(base_model())}.log",
         params:
-            config=CONFIG_FILE,
-            slice=config_slice("model.id", "model.revision", "model.component", "model.name"),
+            slice=step_slice("fetch-model"),
         resources:
-            **cluster_resources("light"),
+            **job_resources("light"),
         conda:
             "../envs/model.yaml"
         shell:
-            "shala fetch-model --out {output} --config {params.config} > {log} 2>&1"
+            "shala fetch-model --out {output} --slice {params.slice:q} > {log} 2>&1"
 
 else:
 
     rule base_model:
         output:
-            directory(f"{RES}/models/base/{{name}}"),
+            directory(path("base_model", results=RES)),
         log:
             f"{RES}/logs/base_model/{{name}}.log",
         params:
-            config=CONFIG_FILE,
-            slice=config_slice("model"),
+            slice=step_slice("fetch-model"),
         resources:
-            **cluster_resources("light"),
+            **job_resources("light"),
         conda:
             "../envs/model.yaml"
         shell:
-            "shala fetch-model --out {output} --config {params.config} > {log} 2>&1"
+            "shala fetch-model --out {output} --slice {params.slice:q} > {log} 2>&1"

@@ -3,10 +3,10 @@
 
 rule predict:
     input:
-        data=f"{RES}/data/{{dataset}}/{{split}}.jsonl",
+        data=path("split", results=RES),
         model=predict_model_input,
     output:
-        f"{RES}/predictions/{{dataset}}/{{method}}/seed{{seed}}/{{split}}.jsonl",
+        path("predictions", results=RES, run="{method}"),
     log:
         f"{RES}/logs/predict/{{dataset}}/{{method}}/seed{{seed}}/{{split}}.log",
     wildcard_constraints:
@@ -15,22 +15,18 @@ rule predict:
         data=lambda w, input: os.path.dirname(input.data),
         model=predict_model_ref,
         limit=limit_arg,
-        config=CONFIG_FILE,
-        slice=config_slice(
-            "model.dtype", "model.component", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only",
-            "evaluation.max_new_tokens", "evaluation.limit",
-        ),
-        gpus=own_gpus(min(gpus(), 1)),
+        slice=step_slice("predict"),
+        gpus=on_own_gpus(min(gpus(), 1)),
     threads: job_threads()
     resources:
-        **cluster_resources("predict", min(gpus(), 1)),
+        **job_resources("predict", min(gpus(), 1)),
     conda:
         "../envs/model.yaml"
     shell:
         # a GPU prediction runs on a device of its own (shala gpus), a CPU one as it is
         "HF_HUB_OFFLINE=1 {params.gpus}shala predict --dataset {wildcards.dataset} --data {params.data}"
         " --model {params.model} --split {wildcards.split} --out {output} {params.limit} --threads {threads}"
-        " --config {params.config} > {log} 2>&1"
+        " --slice {params.slice:q} > {log} 2>&1"
 
 
 # The capacity probe (methods with trainer: probe): the frozen base model's
@@ -38,11 +34,11 @@ rule predict:
 # on train (shala.evaluation.probe). One seed: it is deterministic.
 rule probe:
     input:
-        data=f"{RES}/data/{{dataset}}/{{split}}.jsonl",
-        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        data=path("split", results=RES),
+        train=path("split", results=RES, split="train"),
         model=base_model_input(),
     output:
-        f"{RES}/predictions/{{dataset}}/{{method}}/seed{{seed}}/{{split}}.jsonl",
+        path("predictions", results=RES, run="{method}"),
     log:
         f"{RES}/logs/probe/{{dataset}}/{{method}}/seed{{seed}}/{{split}}.log",
     wildcard_constraints:
@@ -51,30 +47,26 @@ rule probe:
         data=lambda w, input: os.path.dirname(input.data),
         model=lambda w: base_model(),
         limit=limit_arg,
-        config=CONFIG_FILE,
-        slice=config_slice(
-            "model.dtype", "model.component", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only",
-            "evaluation.limit", "evaluation.probe", "evaluation.batch_size",
-        ),
-        gpus=own_gpus(min(gpus(), 1)),
+        slice=step_slice("probe"),
+        gpus=on_own_gpus(min(gpus(), 1)),
     threads: job_threads()
     resources:
-        **cluster_resources("predict", min(gpus(), 1)),
+        **job_resources("predict", min(gpus(), 1)),
     conda:
         "../envs/model.yaml"
     shell:
         "HF_HUB_OFFLINE=1 {params.gpus}shala probe --dataset {wildcards.dataset} --data {params.data}"
         " --model {params.model} --split {wildcards.split} --out {output} --seed {wildcards.seed} {params.limit}"
-        " --threads {threads} --config {params.config} > {log} 2>&1"
+        " --threads {threads} --slice {params.slice:q} > {log} 2>&1"
 
 
 rule reference_predictor:
     input:
-        data=f"{RES}/data/{{dataset}}/{{split}}.jsonl",
-        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        data=path("split", results=RES),
+        train=path("split", results=RES, split="train"),
         raw=raw_input,
     output:
-        f"{RES}/predictions/{{dataset}}/ref_{{predictor}}/seed{{seed}}/{{split}}.jsonl",
+        path("predictions", results=RES, run="ref_{predictor}"),
     log:
         f"{RES}/logs/reference/{{dataset}}/{{predictor}}/seed{{seed}}/{{split}}.log",
     params:
@@ -82,7 +74,7 @@ rule reference_predictor:
         source=raw_dir,
         limit=limit_arg,
     resources:
-        **cluster_resources("light"),
+        **job_resources("light"),
     conda:
         "../envs/light.yaml"
     shell:

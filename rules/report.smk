@@ -10,6 +10,8 @@
 # caption describes it (rules/report/*.rst; rules/report/workflow.rst is the
 # page's own description, `report:` in the Snakefile) and its format.
 
+from shala.report import OUTPUTS as REPORT_OUTPUTS
+
 _TABLES, _CLAIMS, _FIGURES, _PAGE = "1. Tables", "2. Claims", "3. Figures", "4. Report page"
 _T1, _T1_SEEDS = "Table 1: datasets × methods", "Table 1 per seed"
 _T2, _PAIRED = "Table 2: published numbers", "Paired tests"
@@ -49,13 +51,13 @@ REPORT_PAGE = {
 
 rule report:
     input:
-        metrics=report_metrics(),
-        per_item=report_items(),
-        runs=report_runs(),
+        metrics=REPORT_METRICS,
+        per_item=[m[: -len(".json")] + ".items.csv" for m in REPORT_METRICS],
+        runs=PLAN.run_records(),
     output:
         **{
             name.replace(".", "_"): report(
-                f"{RES}/reports/{name}",
+                path("report", results=RES, name=name),
                 caption=f"report/{caption}",
                 category=category,
                 subcategory=subcategory,
@@ -67,12 +69,12 @@ rule report:
         f"{RES}/logs/report.log",
     params:
         out=lambda w, output: os.path.dirname(output[0]),
-        split=REPORT_SPLIT,
-        config=report_config_file(),
+        split=PLAN.report_split,
+        slice=step_slice("report"),
     resources:
-        **cluster_resources("light"),
+        **job_resources("light"),
     conda:
         "../envs/light.yaml"
     shell:
         "shala report --metrics {input.metrics} --runs {input.runs} --split {params.split}"
-        " --out {params.out} --config {params.config} > {log} 2>&1"
+        " --out {params.out} --slice {params.slice:q} > {log} 2>&1"

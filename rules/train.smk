@@ -3,26 +3,22 @@
 
 rule warmup_sft:
     input:
-        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        train=path("split", results=RES, split="train"),
         model=base_model_input(),
     output:
-        f"{RES}/models/{{dataset}}/{WARMUP}/seed{{seed}}/run.json",
+        path("warmup", results=RES),
     log:
         f"{RES}/logs/warmup_sft/{{dataset}}/seed{{seed}}.log",
     params:
         data=lambda w, input: os.path.dirname(input.train),
         out=lambda w, output: os.path.dirname(output[0]),
         model=lambda w, input: input.model[0] if input.model else base_model(),
-        config=CONFIG_FILE,
-        slice=config_slice(
-            "model", "datasets.{dataset}.prompt", "training.warmup_sft", "training.freeze_unused_towers",
-            "training.peft",
-        ),
+        slice=step_slice("sft"),
         launcher=launcher(),
-        preflight=preflight(CONFIG_FILE),
+        preflight=preflight(method=WARMUP),
     threads: job_threads()
     resources:
-        **cluster_resources("train", gpus()),
+        **job_resources("train", gpus()),
     conda:
         "../envs/model.yaml"
     shell:
@@ -30,16 +26,16 @@ rule warmup_sft:
         "export HF_HUB_OFFLINE=1\n"
         "({params.preflight} {params.launcher} sft --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --data {params.data} --model {params.model} --out {params.out}"
-        " --threads {threads} --config {params.config}) > {log} 2>&1"
+        " --threads {threads} --slice {params.slice:q}) > {log} 2>&1"
 
 
 rule train:
     input:
-        train=f"{RES}/data/{{dataset}}/train.jsonl",
+        train=path("split", results=RES, split="train"),
         model=base_model_input(),
         warmup=warmup_input,
     output:
-        f"{RES}/models/{{dataset}}/{{method}}/seed{{seed}}/run.json",
+        path("run", results=RES),
     log:
         f"{RES}/logs/train/{{dataset}}/{{method}}/seed{{seed}}.log",
     params:
@@ -47,21 +43,16 @@ rule train:
         out=lambda w, output: os.path.dirname(output[0]),
         model=lambda w, input: input.model[0] if input.model else base_model(),
         init=init_from_arg,
-        config=CONFIG_FILE,
-        slice=config_slice(
-            "model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.grpo", "datasets.{dataset}.grpo",
-            "training.warmup_sft",
-            "methods.{method}", "training.freeze_unused_towers", "training.mask_forced_tokens", "training.peft",
-        ),
+        slice=step_slice("train"),
         launcher=launcher(),
-        preflight=preflight(CONFIG_FILE),
+        preflight=preflight(),
     threads: job_threads()
     resources:
-        **cluster_resources("train", gpus()),
+        **job_resources("train", gpus()),
     conda:
         "../envs/model.yaml"
     shell:
         "export HF_HUB_OFFLINE=1\n"
         "({params.preflight} {params.launcher} train --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --data {params.data} --model {params.model} {params.init}"
-        " --out {params.out} --threads {threads} --config {params.config}) > {log} 2>&1"
+        " --out {params.out} --threads {threads} --slice {params.slice:q}) > {log} 2>&1"

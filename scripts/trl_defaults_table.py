@@ -3,8 +3,8 @@
 The config sets GRPOConfig / SFTConfig fields (training.grpo,
 training.warmup_sft) and leaves the rest to TRL, whose defaults move
 between versions (loss_type went to dapo, optim to adamw_torch_fused). The
-tables show, for every field one of the shipped setups sets or shala's code
-adds (shala.train.grpo.EXTRA_DEFAULTS, shala.train.sft.SFT_DEFAULTS), TRL's dataclass
+tables show, for every field one of the shipped setups sets or the schema
+gives a default (src/shala/schemas/config.schema.json), TRL's dataclass
 default next to the value each setup trains with, so a reader sees what is
 inherited. They sit between the marker comments in config/README.md.
 
@@ -56,8 +56,9 @@ def _trl_default(cls, name: str) -> str:
 
 def _table(cls, block: str, ours: dict[str, Any], ours_from: str, skip: tuple[str, ...] = ()) -> list[str]:
     """One row per field a setup sets in ``training.<block>`` or shala adds
-    (``ours``), sorted; each setup's cell is the value it trains with."""
-    from shala.config import load_config
+    (``ours``), sorted; each setup's cell is the value it trains with,
+    marked ``ours_from`` where it is ``ours``."""
+    from shala.plan import load_config
 
     merged = {name: load_config([ROOT / f for f in files])["training"][block] for name, files in SETUPS.items()}
     fields = sorted(({k for m in merged.values() for k in m} | set(ours)) - set(skip))
@@ -67,7 +68,7 @@ def _table(cls, block: str, ours: dict[str, Any], ours_from: str, skip: tuple[st
         cells = []
         for m in merged.values():
             if name in m:
-                cells.append(_value(m[name]))
+                cells.append(_value(m[name]) + (f" ({ours_from})" if name in ours and m[name] == ours[name] else ""))
             elif name in ours:
                 cells.append(f"{_value(ours[name])} ({ours_from})")
             else:
@@ -80,17 +81,22 @@ def trl_defaults_table() -> str:
     """The generated block, markers included."""
     from trl import GRPOConfig, SFTConfig
 
-    from shala.train.grpo import EXTRA_DEFAULTS
-    from shala.train.sft import NON_SFT_KEYS, SFT_DEFAULTS
+    from shala.config import schema
+    from shala.train.sft import NON_SFT_KEYS
+
+    blocks = schema()["properties"]["training"]["properties"]
+    defaults = {b: {k: v["default"] for k, v in blocks[b]["properties"].items() if "default" in v}
+                for b in ("grpo", "warmup_sft")}
 
     lines = [BEGIN, "",
              f"`training.grpo` (every grpo method; `methods.<name>.overrides` and `datasets.<name>.grpo` "
-             f"change fields on top). {INHERITED}: the setup leaves the field to TRL; (shala): set by "
-             "shala.train.grpo.EXTRA_DEFAULTS, under the config's value.", "",
-             *_table(GRPOConfig, "grpo", EXTRA_DEFAULTS, "shala"), "",
+             f"change fields on top). {INHERITED}: the setup leaves the field to TRL; (schema): the "
+             "schema's default for `training.grpo`.", "",
+             *_table(GRPOConfig, "grpo", defaults["grpo"], "schema"), "",
              "`training.warmup_sft` (the warm-up and sft methods, before `match_grpo` and overrides); "
-             "(shala): set by shala.train.sft.SFT_DEFAULTS (bf16: on when CUDA is visible).", "",
-             *_table(SFTConfig, "warmup_sft", SFT_DEFAULTS, "shala", skip=NON_SFT_KEYS), "",
+             "(schema): the schema's default for `training.warmup_sft`; bf16 unset: on when CUDA is visible "
+             "(shala.train.sft.sft_settings).", "",
+             *_table(SFTConfig, "warmup_sft", defaults["warmup_sft"], "schema", skip=NON_SFT_KEYS), "",
              END]
     return "\n".join(lines)
 

@@ -126,7 +126,7 @@ def in_repo(monkeypatch):
 
 @pytest.fixture(scope="module")
 def paper_config():
-    from shala.config import load_config
+    from shala.plan import load_config
 
     return load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ShalaError
+from .steps import step, step_config
 
 log = logging.getLogger("shala")
 
 
 def _load_config(paths: list[str] | None, required: bool = True):
-    from .config import load_config
+    from .plan import load_config
 
     if not paths:
         default = Path("config.yaml")
@@ -36,20 +37,42 @@ def _load_config(paths: list[str] | None, required: bool = True):
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", metavar="FILE",
                    help="YAML config; repeat to overlay (default: ./config.yaml)")
+    p.add_argument("--slice", metavar="JSON",
+                   help="the config values this step reads, as JSON, instead of --config (the workflow's jobs)")
 
 
+def _config_for(a, name: str, required: bool = True, known: bool = True, **fields):
+    """The config step ``name`` may read (shala.steps): the workflow's
+    ``--slice``, else the ``--config`` files, restricted to its declaration."""
+    full = None if a.slice is not None else _load_config(a.config, required)
+    return step_config(name, full, a.slice, known, **fields)
+
+
+# Each step declares the config paths it reads ({dataset}, {method}: the job's
+# own); it sees nothing else, and the workflow's rerun triggers follow (shala.steps).
+TRAINING_READS = ("model", "datasets.{dataset}.prompt", "datasets.{dataset}.text_only", "training.warmup_sft",
+                  "training.peft", "training.freeze_unused_towers", "training.gpus", "training.fit_to_hardware",
+                  "training.accelerate_config", "training.gpu_mem_gb", "training.keep_checkpoints")
+PREDICTION_READS = ("model.dtype", "model.component", "model.device", "datasets.{dataset}.prompt",
+                    "datasets.{dataset}.text_only", "evaluation.limit")
+THREADS = ("training.threads",)  # how, not what: CPU threads
+
+
+@step("prepare", "split_seed", *(f"datasets.{{dataset}}.{k}" for k in ("adapter", "split", "options", "source")))
 def cmd_prepare(a) -> None:
     from .data.prepare import prepare
 
-    config = _load_config(a.config, required=False)
+    config = _config_for(a, "prepare", required=False, known=False, dataset=a.dataset)
     stats = prepare(a.dataset, a.source, a.out, config=config, seed=a.split_seed)
     print(json.dumps({"n_items": stats["n_items"], "split_counts": stats["split_counts"]}))
 
 
+@step("fetch-data", "data_mirror",
+      *(f"datasets.{{dataset}}.{k}" for k in ("adapter", "mirror", "download", "source", "options")))
 def cmd_fetch_data(a) -> None:
     from .data.download import fetch_data
 
-    manifest = fetch_data(a.dataset, _load_config(a.config), a.out)
+    manifest = fetch_data(a.dataset, _config_for(a, "fetch-data", dataset=a.dataset), a.out)
     print(json.dumps(manifest, indent=2))
 
 
@@ -75,10 +98,11 @@ def cmd_evaluate(a) -> None:
           f"macro_f1={fmt(o['macro_f1'])} parse_failure_rate={fmt(m['parse_failure_rate'])}")
 
 
+@step("fetch-model", "model", how=("model_mirror",))
 def cmd_fetch_model(a) -> None:
     from .model.loading import fetch_model
 
-    config = _load_config(a.config)
+    config = _config_for(a, "fetch-model")
     path = fetch_model(config["model"], Path(a.out), force=a.force, model_mirror=config["model_mirror"])
     print(path)
 
@@ -95,20 +119,23 @@ def _set_threads(config, threads: int | None) -> None:
         config["training"]["threads"] = threads  # the job's; each rank takes its share
 
 
+@step("predict", *PREDICTION_READS, "evaluation.max_new_tokens",
+      how=(*THREADS, "evaluation.batch_size", "evaluation.engine"))  # greedy answers do not depend on them
 def cmd_predict(a) -> None:
     from .evaluation.predict import run_predict
 
-    config = _load_config(a.config)
+    config = _config_for(a, "predict", dataset=a.dataset)
     _set_threads(config, a.threads)
     rec = run_predict(config, a.dataset, Path(a.data), a.model, a.split, Path(a.out),
                       batch_size=a.batch_size, limit=a.limit, max_new_tokens=a.max_new_tokens, engine=a.engine)
     print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "parse_rate", "items_per_s")}))
 
 
+@step("probe", *PREDICTION_READS, "evaluation.probe", how=(*THREADS, "evaluation.batch_size"))
 def cmd_probe(a) -> None:
     from .evaluation.probe import run_probe
 
-    config = _load_config(a.config)
+    config = _config_for(a, "probe", dataset=a.dataset)
     _set_threads(config, a.threads)
     settings = config["evaluation"]["probe"]
     rec = run_probe(config, a.dataset, Path(a.data), a.model, Path(a.out), split=a.split, limit=a.limit,
@@ -117,69 +144,55 @@ def cmd_probe(a) -> None:
     print(json.dumps({k: rec[k] for k in rec if k in ("n_items", "n_train", "C")}))
 
 
+@step("train", *TRAINING_READS, "methods.{method}", "training.grpo", "datasets.{dataset}.grpo",
+      "training.mask_forced_tokens", how=THREADS)
 def cmd_train(a) -> None:
     """Train one method: GRPO, or SFT for a method whose trainer is ``sft``."""
+    from .launch.fit import fit_to_hardware
     from .train.grpo import run_train
     from .train.sft import run_sft
 
-    config = _load_config(a.config)
+    config = _config_for(a, "train", dataset=a.dataset, method=a.method)
     _set_threads(config, a.threads)
     trainer = (config["methods"].get(a.method) or {}).get("trainer")  # unknown: run_train names it
     if trainer == "sft":
         rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.init_from or a.model, Path(a.out),
-                      max_steps=a.max_steps, method=a.method)
+                      max_steps=a.max_steps, method=a.method, fit=fit_to_hardware)
     else:
         rec = run_train(config, a.dataset, a.method, a.seed, Path(a.data), a.model, Path(a.out),
-                        max_steps=a.max_steps, init_from=Path(a.init_from) if a.init_from else None)
+                        max_steps=a.max_steps, init_from=Path(a.init_from) if a.init_from else None,
+                        fit=fit_to_hardware)
     print(json.dumps({k: rec.get(k) for k in ("method", "dataset", "seed", "global_step")}
                      | {"total_seconds": rec.get("timing", {}).get("total_seconds")}))
 
 
+@step("sft", *TRAINING_READS, how=THREADS)
 def cmd_sft(a) -> None:
+    from .launch.fit import fit_to_hardware
     from .train.sft import run_sft
 
-    config = _load_config(a.config)
+    config = _config_for(a, "sft", dataset=a.dataset)
     _set_threads(config, a.threads)
-    rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.model, Path(a.out), max_steps=a.max_steps)
+    rec = run_sft(config, a.dataset, a.seed, Path(a.data), a.model, Path(a.out), max_steps=a.max_steps,
+                  fit=fit_to_hardware)
     print(json.dumps({k: rec.get(k) for k in ("dataset", "seed", "global_step")}
                      | {"total_seconds": rec.get("timing", {}).get("total_seconds")}))
 
 
-def cmd_free_port(a) -> None:
-    """Print a TCP port free on this host (the kernel picks it), for one
-    launch's rendezvous: two launches at once then do not collide on
-    accelerate's default port 29500."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        print(sock.getsockname()[1])
-
-
-def cmd_gpus(a) -> None:
-    """Run a command on GPUs of its own (shala.launch.devices): a local run's
-    GPU jobs then never share devices; exits with the command's status."""
-    from .launch.devices import run_on_gpus
-
-    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
-    try:
-        rc = run_on_gpus(a.count, cmd, lock_dir=a.lock_dir, wait=a.wait)
-    except KeyboardInterrupt:  # interrupted while waiting for devices
-        rc = 128 + 2
-    sys.exit(rc)
-
-
+@step("report", "run_methods", "methods.*.trainer", "report")
 def cmd_report(a) -> None:
     from .report import run_report
     from .report.load import load_report_config
 
     paths = a.config or (["config.yaml"] if Path("config.yaml").is_file() else [])
-    config = load_report_config(paths) if paths else None
+    full = load_report_config(paths) if paths and a.slice is None else None
+    config = step_config("report", full, a.slice)
     outputs = run_report(a.metrics, Path(a.out), runs=a.runs, config=config, split=a.split)
     for p in outputs:
         print(p)
 
 
+@step("preflight", "model", "training", "results", "datasets.{dataset}.grpo", "methods.{method}")
 def cmd_preflight(a) -> None:
     """Launch-config check, per-GPU memory estimate with the fallback
     training applies, and disk check (shala.launch.preflight); exits 3 when nothing
@@ -187,10 +200,14 @@ def cmd_preflight(a) -> None:
     problems."""
     from .launch.preflight import run_preflight
 
-    config = _load_config(a.config)
+    job = (a.dataset, a.method, a.seed) if a.dataset else None  # a training job's own check, from its slice
+    if job:
+        config = _config_for(a, "preflight", dataset=a.dataset, method=a.method)
+    else:  # by hand: the whole grid's disk need, from the whole config
+        config = _load_config(a.config)
     rc = run_preflight(config, gpus=a.gpus, gpu_mem=a.gpu_mem, model_config=a.model_config,
                        prompt_tokens=a.prompt_tokens, strict=a.strict, free_disk=a.free_disk,
-                       enforce_disk=a.enforce_disk)
+                       enforce_disk=a.enforce_disk, only=job)
     if rc:
         sys.exit(rc)
 
@@ -214,6 +231,7 @@ TOOLS = ("list", "config", "prompt", "preflight", "gpus", "free-port")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .launch.devices import add_device_commands
     from .overview import add_tool_commands
 
     p = argparse.ArgumentParser(
@@ -337,22 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--enforce-disk", action="store_true",
                    help="exit 4 when the training runs need more disk than is free (training jobs pass it; "
                         "off by hand, where the disk verdict is printed only)")
+    s.add_argument("--dataset", help="a training job's own check: its dataset (with --method, --seed), "
+                                     "its run's disk alone")
+    s.add_argument("--method", default="warmup_sft", help="the job's method (default: the warm-up)")
+    s.add_argument("--seed", type=int, default=0, help="the job's seed")
     _add_config(s)
     s.set_defaults(func=cmd_preflight)
 
-    s = command("gpus", help="run CMD on GPUs of its own, held while it runs (CUDA_VISIBLE_DEVICES; "
-                             "inside a SLURM job CMD keeps the scheduler's)")
-    s.add_argument("--count", type=int, required=True, metavar="N", help="GPUs the command needs (0: run it as is)")
-    s.add_argument("--lock-dir", metavar="DIR",
-                   help="where the per-GPU locks live, shared by every job of this machine "
-                        "(default: $SHALA_GPU_LOCK_DIR, else shala-gpus-<uid>[-slurm<job id>] in the temp dir)")
-    s.add_argument("--wait", type=float, metavar="S",
-                   help="give up (exit 2) after S seconds without N free GPUs (default: wait until they are)")
-    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
-    s.set_defaults(func=cmd_gpus)
-
-    s = command("free-port", help="print a free TCP port (each training launch's rendezvous port)")
-    s.set_defaults(func=cmd_free_port)
+    add_device_commands(command)
     return p
 
 

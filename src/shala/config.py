@@ -91,65 +91,10 @@ def check_schema(config: dict[str, Any], where: str = "config", *, partial: bool
     return config
 
 
-def validate(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
-    """The one check of a whole config, by every command that reads one:
-    :func:`check_schema` (defaults filled), then the names that must be
-    keys of ``datasets``, ``methods`` and the code registries."""
-    check_schema(config, where)
-    check_registries(config, where)
-    return config
-
-
-def check_registries(config: dict[str, Any], where: str = "config") -> None:
-    """Names that must be keys of a code registry (the schema leaves them
-    open, so a new adapter, reward or reference predictor is added in code
-    alone): datasets.*.adapter, methods.*.reward, reference_predictors; and
-    the names in run_datasets / run_methods, which must be configured, so a
-    typo stops the plan with the field named rather than a KeyError; split
-    fractions that exceed 1 and options an adapter does not know (its own
-    ``check_options``), caught here rather than in the prepare job; and a
-    prompt placeholder that the adapter's items do not fill, caught here
-    rather than in the first model job."""
-    from .data.adapters import ADAPTERS, item_text_fields
-    from .evaluation.reference import REFERENCE_PREDICTORS
-    from .prompts import placeholder_problem
-    from .train.rewards import REWARDS
-
-    def check(field: str, name: Any, registry: dict[str, Any], what: str) -> None:
-        if name not in registry:
-            raise ConfigError(f"{where}: field '{field}': unknown {what} {name!r}; known: {', '.join(registry)}")
-
-    for ds in config["run_datasets"]:
-        check("run_datasets", ds, config["datasets"], "dataset")
-    for m in config["run_methods"]:
-        check("run_methods", m, config["methods"], "method")
-    for ds in config["run_datasets"]:
-        dataset_methods(config, ds, where)
-    for ds, d in config["datasets"].items():
-        check(f"datasets.{ds}.adapter", d["adapter"], ADAPTERS, "adapter")
-        split = d["split"]
-        if split["train"] + split["validation"] > 1:
-            raise ConfigError(f"{where}: field 'datasets.{ds}.split': train {split['train']} + validation "
-                              f"{split['validation']} exceed 1 (test gets the rest)")
-        checker = getattr(ADAPTERS[d["adapter"]], "check_options", None)
-        if checker is not None and ds in config["run_datasets"]:  # an adapter's own check of its options, at plan time rather than at prepare
-            try:
-                checker(d["options"])
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: field 'datasets.{ds}.options': {exc}") from None
-        if ds in config["run_datasets"]:
-            problem = placeholder_problem(d["prompt"], item_text_fields(d["adapter"], d["options"]))
-            if problem:
-                raise ConfigError(f"{where}: field 'datasets.{ds}.prompt.{problem[0]}': {problem[1]}")
-    for m, d in config["methods"].items():
-        if d["trainer"] == "grpo":
-            check(f"methods.{m}.reward", d["reward"], REWARDS, "reward")
-    for i, name in enumerate(config["reference_predictors"]):
-        check(f"reference_predictors.{i}", name, REFERENCE_PREDICTORS, "reference predictor")
-
-
-def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
-    """Load and merge YAML files (later ones overlay earlier ones), then validate."""
+def read_config(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Load and merge YAML files (later ones overlay earlier ones), then check
+    them against the schema (defaults filled). The names the registries
+    decide are checked a floor up (:func:`shala.plan.load_config`)."""
     merged: dict[str, Any] = {}
     names = []
     for p in paths:
@@ -165,46 +110,7 @@ def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
             raise ConfigError(f"{p}: top level must be a mapping")
         merged = deep_merge(merged, data)
         names.append(str(p))
-    return validate(merged, where=" + ".join(names) or "config")
-
-
-def is_licensed(dataset_config: dict[str, Any]) -> bool:
-    """Whether a dataset's adapter has no download route (``LICENSED``)."""
-    from .data.adapters import get_adapter
-
-    return bool(getattr(get_adapter(dataset_config["adapter"]), "LICENSED", False))
-
-
-def available_datasets(config: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """``run_datasets`` split into those the workflow can run and, for each
-    one left out, a line saying how to include it.
-
-    A licensed dataset (MSP-Podcast) without ``source`` cannot be had from
-    any public place; the paper's command then runs every other dataset
-    rather than stopping at its fetch job.
-    """
-    kept, left_out = [], []
-    for ds in config["run_datasets"]:
-        d = config["datasets"][ds]
-        if is_licensed(d) and not d["source"]:
-            left_out.append(f"shala: {ds} left out: its data is licensed; set datasets.{ds}.source "
-                            f"to your local copy to include it")
-        else:
-            kept.append(ds)
-    return kept, left_out
-
-
-def dataset_methods(config: dict[str, Any], dataset: str, where: str = "config") -> list[str]:
-    """The methods run on ``dataset``: ``run_methods``, narrowed (in that
-    order) by ``datasets.<dataset>.methods`` where it is set."""
-    only = config["datasets"][dataset].get("methods")
-    methods = list(config["run_methods"])
-    if only is None:
-        return methods
-    stray = [m for m in only if m not in methods]
-    if stray:
-        raise ConfigError(f"{where}: field 'datasets.{dataset}.methods': {stray} not in run_methods {methods}")
-    return [m for m in methods if m in only]
+    return check_schema(merged, where=" + ".join(names) or "config")
 
 
 def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -214,3 +120,94 @@ def dataset_cfg(config: dict[str, Any], dataset: str) -> dict[str, Any]:
         known = ", ".join(config["datasets"])
         raise ConfigError(f"unknown dataset {dataset!r}; configured: {known}") from None
 
+
+
+# --------------------------------------------------------------- declared reads
+
+def reads_for(reads: Iterable[str], **fields: Any) -> list[str]:
+    """A step's declared config paths with its wildcards filled
+    (``datasets.{dataset}.prompt`` -> ``datasets.chaosnli.prompt``)."""
+    try:
+        return [r.format(**fields) for r in reads]
+    except KeyError as exc:
+        raise ConfigError(f"a declared config path needs {exc.args[0]!r}, which this step does not have") from None
+
+
+def take(config: dict[str, Any], reads: Iterable[str]) -> dict[str, Any]:
+    """The part of ``config`` at the declared paths, as plain nested dicts
+    (a path the config does not hold is left out, its existing parents kept;
+    ``*`` stands for every key at its level): what a job is given."""
+    def pick(node: Any, keys: list[str]) -> Any:
+        if not keys:
+            return copy.deepcopy(node)
+        if not isinstance(node, dict):
+            return {}
+        names = list(node) if keys[0] == "*" else [keys[0]] if keys[0] in node else []
+        return {k: pick(node[k], keys[1:]) for k in names}
+
+    out: dict[str, Any] = {}
+    for r in reads:
+        out = deep_merge(out, copy.deepcopy(config) if r == "*" else pick(config, r.split(".")))
+    return out
+
+
+def _covers(read: str, path: str) -> str | None:
+    """"leaf" when ``path`` is at or under the declared ``read``, "node" when
+    it leads to it, else None (``*`` matches any one key)."""
+    if read == "*":
+        return "leaf"
+    r, p = read.split("."), path.split(".")
+    if any(a != "*" and a != b for a, b in zip(r, p)):
+        return None
+    return "leaf" if len(p) >= len(r) else "node"
+
+
+class UndeclaredRead(ConfigError):
+    """A step read a config value it does not declare: its rerun trigger
+    (derived from the declaration) would miss an edit of that value."""
+
+
+class Slice(dict):
+    """A config restricted to a step's declared paths. Reading any other key
+    raises :class:`UndeclaredRead` instead of answering None or KeyError,
+    so a step that reads more than it declares fails in its tests, not
+    silently in a rerun that should have happened. Iteration and copies
+    see only the declared values."""
+
+    def __init__(self, data: dict[str, Any], reads: Iterable[str], step: str, at: str = "") -> None:
+        self._reads, self._step, self._at = tuple(reads), step, at
+        super().__init__()
+        for key, val in data.items():
+            if isinstance(val, dict) and self._cover(key) == "node":
+                val = Slice(val, self._reads, step, self._path(key))
+            super().__setitem__(key, val)
+
+    def _path(self, key: Any) -> str:
+        return f"{self._at}.{key}" if self._at else str(key)
+
+    def _cover(self, key: Any) -> str | None:
+        found = {_covers(r, self._path(key)) for r in self._reads}
+        return "leaf" if "leaf" in found else "node" if "node" in found else None
+
+    def _check(self, key: Any) -> None:
+        if self._cover(key) is None:
+            raise UndeclaredRead(f"step {self._step!r} reads config '{self._path(key)}', which it does not "
+                                 f"declare (shala.cli STEPS)")
+
+    def __getitem__(self, key: Any) -> Any:
+        self._check(key)
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._check(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._check(key)
+        return super().__contains__(key)
+
+
+def restrict(config: dict[str, Any], reads: Iterable[str], step: str) -> Slice:
+    """``config`` as ``step`` may read it (:class:`Slice` over :func:`take`)."""
+    reads = list(reads)
+    return Slice(take(config, reads), reads, step)

@@ -1,12 +1,15 @@
-"""Reading JSONL/JSON with located errors, and atomic writes.
+"""Reading JSONL/JSON with located errors, atomic writes, and file checksums.
 
 Every output is written to a temporary file in the target directory and
 renamed into place, so a failed step never leaves a half-written file.
+:func:`sha256_file` is here, on the lowest floor, because both the data
+downloads and the model builds (gguf, hub) pin files by their digest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -57,6 +60,15 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file of objects; blank lines are skipped."""
     return [obj for _, obj in iter_jsonl(path)]
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (model files exceed memory)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

@@ -12,15 +12,17 @@ way ``snakemake --configfile config/demo.yaml`` runs it.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import available_datasets, dataset_cfg, dataset_methods, load_config
+from .config import dataset_cfg
 from .errors import ConfigError, ShalaError
+from .plan import dataset_methods, load_config, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,25 @@ def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip() for r in rows]
 
 
+def config_sources(configfiles: list[str], cli_files: list[str], cli_keys: list[str]) -> str:
+    """The files (and --config keys) that made a workflow's config, in the
+    order laid: its one line at every start, where a profile's overlay that
+    a --config replaced shows."""
+    def shown(f: str) -> str:
+        rel = os.path.relpath(f)
+        return f if rel.startswith("..") else rel
+
+    cli = [shown(f) for f in cli_files]
+    own = [shown(f) for f in configfiles if shown(f) not in cli]
+    keys = sorted(k for k in cli_keys if k != "overlays")
+    return " + ".join(own + [f"{f} (--configfile)" for f in cli] + [f"--config {', '.join(keys)}"] * bool(keys))
+
+
 # ------------------------------------------------------------------ shala list
 
 def dataset_rows(config: dict[str, Any]) -> list[list[str]]:
     """One row per configured dataset: adapter, whether it runs, its methods."""
-    kept, _ = available_datasets(config)
+    kept = make_plan(config).datasets
     rows = [["DATASET", "ADAPTER", "RUN", "METHODS"]]
     for name, d in config["datasets"].items():
         if name in kept:
@@ -95,7 +111,7 @@ def method_rows(config: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def registry_rows(registry: dict[str, Any], chosen: Sequence[str] | None = None) -> list[list[str]]:
+def registry_rows(registry: Mapping[str, Any], chosen: Sequence[str] | None = None) -> list[list[str]]:
     """Name and first docstring line of each entry; ``chosen``: mark the ones the config runs."""
     if chosen is None:
         return [[name, first_line(obj)] for name, obj in registry.items()]
@@ -125,8 +141,19 @@ def render_list(config: dict[str, Any] | None, files: Sequence[str]) -> str:
     chosen = config["reference_predictors"] if config is not None else None
     out += ["reference predictors (reference_predictors; RUN: in the config's list)",
             *table(registry_rows(REFERENCE_PREDICTORS, chosen)), ""]
-    out += ["metrics (every metrics JSON; better: which direction ranks a run higher)", *table(metric_rows())]
+    out += ["metrics (every metrics JSON; better: which direction ranks a run higher)", *table(metric_rows()), ""]
+    out += ["steps (the config each reads, its rerun trigger; HOW: read, but no edit reruns it)",
+            *table(step_rows())]
     return "\n".join(out) + "\n"
+
+
+def step_rows() -> list[list[str]]:
+    """One row per pipeline step: the config paths it declares (shala.steps,
+    filled by the decorators in shala.cli, which runs this)."""
+    from .steps import STEPS
+
+    rows = [["STEP", "READS", "HOW"]]
+    return rows + [[s.name, ", ".join(s.reads), ", ".join(s.how) or "-"] for s in STEPS.values()]
 
 
 # ----------------------------------------------------------- shala config show

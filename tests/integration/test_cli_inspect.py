@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from shala.cli import build_parser
-from shala.config import load_config
+from shala.plan import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

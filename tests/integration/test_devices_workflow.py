@@ -1,6 +1,7 @@
 """The workflow's GPU jobs run under ``shala gpus`` (devices of their own in a
 local run), its CPU jobs exactly as before (dry runs)."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,10 @@ def test_gpu_jobs_hold_their_devices_cpu_jobs_unchanged(tmp_path):
     predict = [c for c in lines if " predict --dataset " in c]
     assert train and predict
     # preflight and the launcher run inside one hold of training.gpus devices
-    assert all(c.startswith(f"(shala gpus --count 2 -- bash -c 'shala preflight --config {res}/.config/config.yaml"
-                            " --gpus 2 --enforce-disk && exec \"$@\"' job shala train --dataset ") for c in train)
+    assert all(c.startswith("(shala gpus --count 2 -- bash -c 'shala preflight --slice ") for c in train)
+    assert all(re.search(r" --gpus 2 --enforce-disk --dataset \w+ --method \w+ --seed \d+ && exec \"\$@\"' job shala train "
+                         r"--dataset ", c) for c in train)
+    assert all(f"{res}/models/" in c for c in train)
     assert all(c.startswith("HF_HUB_OFFLINE=1 shala gpus --count 1 -- shala predict --dataset ") for c in predict)
     assert all(c.endswith(".log 2>&1") for c in train + predict)  # the wrapper's line goes into the job's log
     cpu = _shell_lines(tmp_path, 0)

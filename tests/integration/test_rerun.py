@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SHARED_DATA, needs_shared_data
 
 ROOT = Path(__file__).resolve().parents[2]

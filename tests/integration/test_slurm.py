@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SHARED_DATA, needs_shared_data
 
 pytestmark = pytest.mark.slurm

@@ -18,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import needs_shared_data
 from test_rerun import complete_run, smk  # noqa: F401  (complete_run: a module fixture, the whole DAG)
 

@@ -1,6 +1,8 @@
 """The Snakemake workflow: schema validation, lint, and the job matrix (dry runs)."""
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -9,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shala.config import load_config, validate
 from shala.errors import ConfigError
+from shala.plan import load_config, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
@@ -185,14 +187,16 @@ def test_gpu_training_runs_preflight_first(tmp_path):
     r = _smk("-n", "-p", "--config", f"results={tmp_path}/res")
     cmds = [line.removeprefix("Shell command: ") for line in r.stdout.splitlines()
             if " train --dataset " in line or " sft --dataset " in line]
-    assert cmds and all(c.startswith(f"(shala gpus --count 2 -- bash -c 'shala preflight --config "
-                                     f"{tmp_path}/res/.config/config.yaml --gpus 2 --enforce-disk && exec \"$@\"' job "
-                                     "accelerate launch --config_file config/accelerate_zero3.yaml --num_processes 2"
-                                     " --main_process_port $(shala free-port) -m shala ")
+    # each job's own check, from its own config slice (its dataset, method and seed)
+    assert cmds and all(re.match(r"\(shala gpus --count 2 -- bash -c 'shala preflight --slice .* --gpus 2 "
+                                 r"--enforce-disk --dataset \w+ --method \w+ --seed \d+ && exec \"\$@\"' job "
+                                 r"accelerate launch --config_file config/accelerate_zero3\.yaml --num_processes 2"
+                                 r" --main_process_port \$\(shala free-port\) -m shala ", c)
                         for c in cmds)
+    assert not (tmp_path / "res" / ".config").exists(), "nothing is written while the DAG is built"
     r = _smk("-n", "-p", "--profile", "profiles/demo", "--configfile", _results_at(tmp_path / "demo"))
     cmds = [line for line in r.stdout.splitlines() if " train --dataset " in line]
-    assert len(cmds) == 2 and not any("preflight" in c or "accelerate" in c for c in cmds)
+    assert len(cmds) == 2 and all(c.startswith("( shala train --dataset ") for c in cmds)
 
 
 def test_seeds_and_msp_source_extend_the_matrix(tmp_path):
@@ -209,7 +213,7 @@ def test_seeds_and_msp_source_extend_the_matrix(tmp_path):
 
 
 def test_demo_profile_dry_run(tmp_path):
-    r = _smk("-n", "--profile", "profiles/demo", "--configfile", _results_at(tmp_path / "demo"))
+    r = _smk("-n", "-p", "--profile", "profiles/demo", "--configfile", _results_at(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = _jobs(r.stdout)
     # no warm-up: with the response prefix the base model answers on format.
@@ -219,11 +223,12 @@ def test_demo_profile_dry_run(tmp_path):
                     "reference_predictor": 5, "evaluate": 11, "report": 1, "all": 1, "total": 31}
     probes = sorted(re.findall(r"predictions/(\w+)/probe/seed0/test.jsonl", r.stdout))
     assert sorted(set(probes)) == ["chaosnli", "control"]
-    # the report reads each run method's trainer (trained or not, the probe or not)
-    (report_cfg,) = (tmp_path / "demo" / ".config").glob("report-*.yaml")
-    methods = yaml.safe_load(report_cfg.read_text())["methods"]
-    assert {m: spec["trainer"] for m, spec in methods.items()} == {
+    # the report gets each run method's trainer (trained or not, the probe or not) in its slice
+    (report,) = [j for j in _dry_run_jobs(r.stdout) if j["rule"] == "report"]
+    methods = json.loads(shlex.split(report["shell"].split(" --slice ", 1)[1])[0])["methods"]
+    assert {m: methods[m]["trainer"] for m in ("zs", "mls", "shala", "probe")} == {
         "zs": "none", "mls": "grpo", "shala": "grpo", "probe": "probe"}
+    assert all(set(spec) == {"trainer"} for spec in methods.values())  # its trainers alone
     trained = sorted(re.findall(r"models/(\w+)/(\w+)/seed0/run.json", r.stdout))
     assert sorted(set(trained)) == [("control", "mls"), ("control", "shala")]
 
@@ -260,7 +265,8 @@ def test_paper_dag_fetches_the_hub_model_once_before_any_gpu_job(tmp_path):
     assert _jobs(r.stdout)["fetch_model"] == 1
     fetch = [j for j in jobs if j["rule"] == "fetch_model"]
     assert [j["output"] for j in fetch] == [model]
-    assert fetch[0]["shell"].startswith(f"shala fetch-model --out {model} --config ")
+    assert fetch[0]["shell"].startswith(f"shala fetch-model --out {model} --slice ")
+    assert "model_mirror" not in fetch[0]["shell"]  # where from, not what: no rerun trigger
     gpu_jobs = [j for j in jobs if j["rule"] in ("warmup_sft", "train")]
     assert {j["rule"] for j in gpu_jobs} == {"warmup_sft", "train"}
     for j in gpu_jobs:

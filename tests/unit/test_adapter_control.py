@@ -13,10 +13,10 @@ import pytest
 import yaml
 from scipy.spatial.distance import jensenshannon
 
-from shala.config import load_config
 from shala.data.adapters import ADAPTERS, control
 from shala.data.items import ENTROPY_LEVELS, normalised_entropy
 from shala.errors import ConfigError
+from shala.plan import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SHALA = Path(sys.executable).parent / "shala"

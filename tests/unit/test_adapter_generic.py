@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA, needs_shared_data
+
 from shala.data.adapters import generic
 from shala.errors import ConfigError, InputError
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SHARED_DATA, needs_shared_data
+
 from shala.data.adapters import generic
 from shala.errors import InputError
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA, needs_shared_data
+
 from shala.data.adapters import msp_podcast
 from shala.errors import ConfigError, InputError
 

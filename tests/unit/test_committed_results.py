@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from shala.config import load_config
+from shala.plan import load_config
 from shala.report import run_report
 from shala.train.grpo import grpo_settings
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from snakemake.utils import validate as snakemake_validate
 
-from shala.config import SCHEMA_PATH, deep_merge, fill_defaults, load_config, schema
+from shala.config import SCHEMA_PATH, deep_merge, fill_defaults, schema
+from shala.plan import load_config
 from shala.report.load import load_report_config, settings
 
 ROOT = Path(__file__).resolve().parents[2]

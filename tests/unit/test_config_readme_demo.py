@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from shala.config import load_config
+from shala.plan import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "config" / "README.md"

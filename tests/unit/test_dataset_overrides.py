@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shala.config import dataset_methods, load_config, validate
 from shala.errors import ConfigError
 from shala.launch.disk import training_runs
+from shala.plan import dataset_methods, load_config, validate
 from shala.train.grpo import grpo_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from shala.cli import main
-from shala.config import load_config
 from shala.launch.disk import check_disk, existing_parent, run_checkpoints, training_runs
 from shala.launch.gpu_memory import GIB
 from shala.launch.model_shape import count_parameters, shipped_config_path
+from shala.plan import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shala.config import load_config
 from shala.data import download
 from shala.errors import ConfigError, InputError, ShalaError
+from shala.plan import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS_URL = "https://www.dropbox.com/s/h4j7dqszmpt2679/chaosNLI_v1.0.zip?dl=1"

@@ -148,11 +148,13 @@ def test_schema_defaults_and_engine_names():
 
 
 @pytest.mark.gpu_first_run
-def test_vllm_rollouts_for_the_omni_thinker_are_refused_before_the_model_loads(paper_config, tmp_path):
-    """TRL's colocate weight sync sends transformers-5 names that vLLM's Omni
-    thinker does not map: refused whether or not vllm is installed, naming
-    the field, by training (before loading) and in the config scan preflight uses."""
-    from shala.model.engines import vllm_model_problems, vllm_rollout_fields
+def test_vllm_rollouts_take_the_qwen25_omni_thinker_and_refuse_other_omni_models_before_loading(paper_config,
+                                                                                               tmp_path):
+    """vLLM rollouts serve the Qwen2.5-Omni thinker (full folder or a saved
+    thinker) on text items; another Omni model's weight names are not mapped:
+    refused whether or not vllm is installed, naming the field, by training
+    (before loading) and in the config scan preflight uses."""
+    from shala.model.engines import vllm_model_problems, vllm_rollout_fields, vllm_serves
     from shala.train.grpo import run_train
 
     config = copy.deepcopy(paper_config)
@@ -160,12 +162,16 @@ def test_vllm_rollouts_for_the_omni_thinker_are_refused_before_the_model_loads(p
     config["training"]["grpo"]["use_vllm"] = True
     omni = tmp_path / "omni"  # what is read before loading: the model type
     omni.mkdir()
-    (omni / "config.json").write_text('{"model_type": "qwen2_5_omni"}')
-    with pytest.raises(ConfigError, match=r"^training\.grpo\.use_vllm: true cannot train the Qwen2\.5-Omni thinker"):
+    (omni / "config.json").write_text('{"model_type": "qwen3_omni_moe"}')
+    with pytest.raises(ConfigError, match=r"^training\.grpo\.use_vllm: true cannot train this Omni model's thinker: "
+                                          r"shala maps only Qwen2\.5-Omni's"):
         run_train(config, dataset, "shala", 0, tmp_path / "data", str(omni), tmp_path / "out")
     assert not (tmp_path / "out" / "run.json").exists()
     config["methods"]["mls"].setdefault("overrides", {})["use_vllm"] = True
     assert vllm_rollout_fields(config) == ["training.grpo.use_vllm", "methods.mls.overrides.use_vllm"]
-    problems = vllm_model_problems(config, "qwen2_5_omni_thinker")
+    problems = vllm_model_problems(config, "qwen3_omni_moe_thinker")
     assert [p.split(":")[0] for p in problems] == vllm_rollout_fields(config)
-    assert vllm_model_problems(config, "qwen2") == []  # a plain text model: the other checks apply
+    assert [vllm_serves(t) for t in ("qwen2_5_omni", "qwen2_5_omni_thinker", "qwen2", "qwen3_omni_moe")] == [
+        True, True, True, False]
+    config["results"] = str(tmp_path / "results")  # no prepared items: nothing read says audio
+    assert vllm_model_problems(config, "qwen2_5_omni") == vllm_model_problems(config, "qwen2") == []

@@ -15,19 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shala.config import load_config
 from shala.launch.gpu_memory import GIB, Setup, estimate_memory
 from shala.launch.launch_check import check_launch_config
 from shala.launch.model_shape import ModelShape
 from shala.launch.preflight import run_preflight
 from shala.launch.zero3_memory import Zero3Config
+from shala.plan import load_config
 
 pytestmark = pytest.mark.gpu_first_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ACC = "config/accelerate_zero3.yaml"
 # The paper model (Qwen2.5-Omni-7B thinker, its shipped config.json)
-L, H, I, KV, HD, VOCAB = 28, 3584, 18944, 4, 128, 152064
+L, H, I, KV, HD, VOCAB = 28, 3584, 18944, 4, 128, 152064  # noqa: E741 (the paper's symbols)
 LARGEST = VOCAB * H                                    # embed_tokens, lm_head
 
 SHAPE = ModelShape(name="s", source="test", groups={"text": 600_000_000, "audio": 400_000_000},

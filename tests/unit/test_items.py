@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from shala.data.items import (ambiguity_by_active, ambiguity_by_entropy, assign_splits, compute_stats,
-                              normalised_entropy, split_sizes)
+from shala.data.items import (
+    ambiguity_by_active,
+    ambiguity_by_entropy,
+    assign_splits,
+    compute_stats,
+    normalised_entropy,
+    split_sizes,
+)
 from shala.errors import InputError
 
 LABELS = ["a", "b", "c"]

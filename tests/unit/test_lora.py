@@ -11,10 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import write_nli_train
-from shala.config import fill_defaults, load_config, schema
+
+from shala.config import fill_defaults, schema
 from shala.jsonio import read_json, read_jsonl, write_jsonl
+from shala.plan import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT_PROMPT = {"target": "Premise: {premise}\nHypothesis: {hypothesis}", "task": "Classes:",

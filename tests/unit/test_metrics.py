@@ -150,7 +150,7 @@ def toy_metric(**declared):
     try:
         yield entry
     finally:
-        del M.REGISTRY[entry.name]
+        M.REGISTRY.remove(entry.name)
 
 
 def test_registered_metric_is_checked_and_evaluated():

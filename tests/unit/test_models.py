@@ -9,8 +9,13 @@ import pytest
 
 from shala.config import fill_defaults
 from shala.errors import ConfigError, ShalaError
-from shala.model.loading import (base_model_name, check_local_model, fetch_model, load_model_and_tokenizer,
-                                 resolve_model_ref)
+from shala.model.loading import (
+    base_model_name,
+    check_local_model,
+    fetch_model,
+    load_model_and_tokenizer,
+    resolve_model_ref,
+)
 from shala.model.tiny_models import build_tiny_model
 from shala.model.tiny_omni import build_tiny_omni
 

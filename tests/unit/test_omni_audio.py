@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from shala.config import fill_defaults, load_config
+from shala.config import fill_defaults
 from shala.data.items import make_item
 from shala.errors import ConfigError, InputError
 from shala.jsonio import read_json, read_jsonl, write_jsonl
 from shala.model.audio import AudioFeatures, audio_in_play, audio_seconds, load_audio
 from shala.model.tiny_omni import MEL_BINS, build_tiny_omni
+from shala.plan import load_config
 from shala.prompts import render_prompt_string
 
 ROOT = Path(__file__).resolve().parents[2]

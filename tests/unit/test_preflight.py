@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from shala.cli import main
+from shala.jsonio import write_jsonl
 from shala.launch.fit import suggestions
 from shala.launch.gpu_memory import GIB, Setup, estimate_memory, smallest_gpus
 from shala.launch.launch_check import check_launch_config
@@ -267,13 +268,24 @@ def test_installed_command_exit_status():
 
 
 @pytest.mark.gpu_first_run
-def test_cli_refuses_vllm_rollouts_for_the_omni_thinker(in_repo, tmp_path, capsys):
-    """use_vllm over the paper's config fits in memory, yet would train on
-    stale rollouts: exit 2, the field named, before any model loads."""
-    (tmp_path / "over.yaml").write_text(yaml.safe_dump({"training": {"grpo": {"use_vllm": True}}}))
+def test_cli_takes_vllm_rollouts_for_the_omni_thinker_on_text_and_refuses_audio(in_repo, tmp_path, capsys):
+    """use_vllm over the paper's config: the Omni thinker on the text datasets
+    passes; once MSP-Podcast's prepared items carry audio, exit 2 with the
+    field and the dataset named, before any model loads."""
+    over = {"training": {"grpo": {"use_vllm": True}}, "results": str(tmp_path / "results")}
+    (tmp_path / "over.yaml").write_text(yaml.safe_dump(over))
+    rc, out = _preflight(capsys, "--config", str(tmp_path / "over.yaml"), "--gpus", "2", "--gpu-mem", "141")
+    assert rc == EXIT_OK and "PROBLEM" not in out, out  # MSP-Podcast has no source: not in the plan
+    over["datasets"] = {"msp_podcast": {"source": str(tmp_path)}}
+    (tmp_path / "over.yaml").write_text(yaml.safe_dump(over))
+    write_jsonl(tmp_path / "results" / "data" / "msp_podcast" / "train.jsonl",
+                [{"id": "a", "inputs": {"text": "hi", "audio": "a.wav"}}])
     rc, out = _preflight(capsys, "--config", str(tmp_path / "over.yaml"), "--gpus", "2", "--gpu-mem", "141")
     assert rc == EXIT_PROBLEMS, out
-    assert "PROBLEM: training.grpo.use_vllm: true cannot train the Qwen2.5-Omni thinker" in out
+    assert [line for line in out.splitlines() if "PROBLEM" in line] == [
+        ("  PROBLEM: training.grpo.use_vllm: true (datasets.msp_podcast) cannot feed the items' audio to vLLM "
+         "(TRL 1.16's colocate rollouts forward images, not audio); set it false (transformers' generate), "
+         "or the dataset's text_only: true")]
     assert "verdict: FITS" in out  # memory is not the reason
     rc, out = _preflight(capsys, "--gpus", "2", "--gpu-mem", "141")
     assert rc == EXIT_OK and "use_vllm" not in out

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, needs_shared_data
 from scipy.stats import entropy
 
-from conftest import SHARED_DATA, needs_shared_data
 from shala.data.prepare import OUTPUT_FILES, prepare
 
 SRC = SHARED_DATA / "chaosnli"

@@ -13,14 +13,24 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from shala.config import fill_defaults, load_config
+from shala.config import fill_defaults
 from shala.data.items import subsample
 from shala.evaluation.evaluate import REQUIRED_FIELDS, run_evaluate
 from shala.evaluation.metrics import jsd
 from shala.evaluation.predict import run_predict
-from shala.evaluation.probe import (RUN_RECORD_KEYS, expand_soft_labels, fit_soft_logreg, predict_dists,
-                                    probe_layer, prompt_features, run_probe, select_c, soft_cross_entropy)
+from shala.evaluation.probe import (
+    RUN_RECORD_KEYS,
+    expand_soft_labels,
+    fit_soft_logreg,
+    predict_dists,
+    probe_layer,
+    prompt_features,
+    run_probe,
+    select_c,
+    soft_cross_entropy,
+)
 from shala.jsonio import read_jsonl, write_jsonl
+from shala.plan import load_config
 from shala.prompts import encode_prompt
 
 ROOT = Path(__file__).resolve().parents[2]

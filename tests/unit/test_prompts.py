@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shala.config import fill_defaults, load_config
+from shala.config import fill_defaults
 from shala.errors import ConfigError
+from shala.plan import load_config
 from shala.prompts import render_prompt_text, response_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,12 +190,12 @@ SHIPPED = [["config.yaml"], ["config.yaml", "config/demo.yaml"], ["config.yaml",
 
 @pytest.mark.parametrize("files", SHIPPED, ids=["+".join(Path(f).stem for f in s) for s in SHIPPED])
 def test_shipped_configs_pass_the_placeholder_check(files):
-    from shala.config import check_registries
     from shala.data.adapters import item_text_fields
+    from shala.plan import check_config
     from shala.prompts import placeholder_problem
 
     cfg = load_config([ROOT / f for f in files])
-    check_registries(cfg)
+    check_config(cfg)
     for ds, d in cfg["datasets"].items():  # the datasets not run too
         assert placeholder_problem(d["prompt"], item_text_fields(d["adapter"], d["options"])) is None, ds
 

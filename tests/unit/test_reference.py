@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA, needs_shared_data
+
 from shala.errors import ConfigError, InputError
 from shala.evaluation.evaluate import run_evaluate
 from shala.evaluation.reference import REFERENCE_PREDICTORS, run_reference

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_report import build_tree, md_rows  # noqa: F401  (build_tree: a fixture)
 
 from shala.report import run_report
-from test_report import build_tree, md_rows  # noqa: F401  (build_tree: a fixture)
 
 DATASETS = {"control": (["red", "green", "blue"], (None,), "entropy", 40)}
 SEEDS = (0, 1, 2)
@@ -45,7 +45,7 @@ def _log(method, seed):
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory, build_tree, training_runs_factory):
+def learned(tmp_path_factory, build_tree, training_runs_factory):  # noqa: F811 (a fixture)
     root = tmp_path_factory.mktemp("results")
     metrics = build_tree(root, datasets=DATASETS, runs=RUNS, seeds=SEEDS, fail=lambda run, i: False)
     runs = training_runs_factory(root, DATASETS, ["mls", "shala", "stuck"], SEEDS,

@@ -97,17 +97,24 @@ def test_claim4_leaves_out_item_independent_runs_and_cannot_tell():
 
 # --------------------------------------------------------------------------- Table 1's bold
 
+def _config(runs) -> dict:
+    """run_methods and trainers (a run is trained by its trainer: zs none, sft_soft sft, the rest grpo)."""
+    methods = [r for r in runs if not r.startswith("ref_")]
+    return {"run_methods": methods,
+            "methods": {m: {"trainer": {"zs": "none", "sft_soft": "sft"}.get(m, "grpo")} for m in methods}}
+
+
 def _agg(means: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Table 1's aggregate of one dataset "d" with one seed per run (metrics not given: 0.5)."""
     df = pd.DataFrame([{"dataset": "d", "run": r, "seed": 0, **{k: m.get(k, 0.5) for k in METRICS}}
                        for r, m in means.items()])
     items = pd.DataFrame(columns=["dataset", "run", "id", "subset", "ambiguity", "jsd", "bc", "n_seeds"])
-    return aggregate(df, items, {}, SETTINGS, None)
+    return aggregate(df, items, {}, SETTINGS, _config(means))
 
 
 def _table1(means: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Table 1 (Markdown bold) of one dataset "d" with one seed per run."""
-    return table1(_agg(means), {"run_methods": [r for r in means if not r.startswith("ref_")]}, ("**", "**"))
+    return table1(_agg(means), _config(means), ("**", "**"))
 
 
 def _bold(t: pd.DataFrame, metric: str) -> list[str]:

@@ -44,7 +44,6 @@ def compute_advantages(rewards, num_generations: int, scale_rewards: str):
     (std+1e-4)/(std+1e-4/h), i.e. a relative error below 1e-4·(1/h − 1)/std.
     """
     import torch
-
     from trl.trainer.utils import nanstd
 
     r = torch.as_tensor(rewards, dtype=torch.float32).flatten()

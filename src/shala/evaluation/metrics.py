@@ -1,5 +1,7 @@
 """Distribution metrics as small vectorised functions over numpy arrays, and
-:data:`REGISTRY`, the one list of the metrics a metric block reports.
+:data:`REGISTRY`, the one list of the metrics a metric block reports (a
+:class:`shala.registry.Registry`; the distances shared with the rewards live
+in :mod:`shala.distributions`).
 
 Inputs are ``(n, C)`` arrays of row distributions (or single ``(C,)``
 vectors); outputs are one value per row, or one number for a whole set.
@@ -22,65 +24,39 @@ from functools import partial
 
 import numpy as np
 
+from ..distributions import as_rows, jsd, squeeze_like, xlogy_ratio
+from ..registry import Registry
+
 EPS_KL = 1e-12
-
-
-def _as2d(x) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    return a[None, :] if a.ndim == 1 else a
-
-
-def _squeeze(out: np.ndarray, like) -> np.ndarray | float:
-    return float(out[0]) if np.asarray(like).ndim == 1 else out
-
-
-def _xlogy_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """p * log(p / q) with 0 log 0 = 0 (q > 0 wherever p > 0 here)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / np.where(q > 0, q, 1.0)), 0.0)
-    return r
-
-
-def js_divergence(p, q, base: float = 2.0):
-    """Jensen–Shannon divergence (not the distance), in [0, log_base 2]."""
-    P, Q = _as2d(p), _as2d(q)
-    M = 0.5 * (P + Q)
-    d = 0.5 * (_xlogy_ratio(P, M).sum(-1) + _xlogy_ratio(Q, M).sum(-1)) / np.log(base)
-    return _squeeze(np.maximum(d, 0.0), p)
-
-
-def jsd(p, q, base: float = 2.0):
-    """Jensen–Shannon *distance* sqrt(JS divergence); base 2 lies in [0, 1]."""
-    return np.sqrt(js_divergence(p, q, base=base))
 
 
 def bhattacharyya(p, q):
     """Bhattacharyya coefficient sum sqrt(p q), in [0, 1]; 1 iff p == q."""
-    P, Q = _as2d(p), _as2d(q)
-    return _squeeze(np.sqrt(P * Q).sum(-1), p)
+    P, Q = as_rows(p), as_rows(q)
+    return squeeze_like(np.sqrt(P * Q).sum(-1), p)
 
 
 def kl(p, q, eps: float = EPS_KL):
     """KL(p || q) in nats, with q clipped at ``eps`` (docs/design.md §6)."""
-    P, Q = _as2d(p), np.clip(_as2d(q), eps, None)
-    return _squeeze(_xlogy_ratio(P, Q).sum(-1), p)
+    P, Q = as_rows(p), np.clip(as_rows(q), eps, None)
+    return squeeze_like(xlogy_ratio(P, Q).sum(-1), p)
 
 
 def tvd(p, q):
     """Total variation distance 0.5 * sum |p - q|, in [0, 1]."""
-    P, Q = _as2d(p), _as2d(q)
-    return _squeeze(0.5 * np.abs(P - Q).sum(-1), p)
+    P, Q = as_rows(p), as_rows(q)
+    return squeeze_like(0.5 * np.abs(P - Q).sum(-1), p)
 
 
 def soft_accuracy(p, q):
     """Sum over classes of min(p, q): the mass the two agree on, in [0, 1]."""
-    P, Q = _as2d(p), _as2d(q)
-    return _squeeze(np.minimum(P, Q).sum(-1), p)
+    P, Q = as_rows(p), as_rows(q)
+    return squeeze_like(np.minimum(P, Q).sum(-1), p)
 
 
 def argmax_labels(dist) -> np.ndarray:
     """Row argmax; ties go to the first class (numpy.argmax), docs/design.md §3."""
-    return np.argmax(_as2d(dist), axis=-1)
+    return np.argmax(as_rows(dist), axis=-1)
 
 
 # --- human-label-variation metrics over a whole set -------------------------
@@ -102,7 +78,7 @@ def argmax_labels(dist) -> np.ndarray:
 def soft_micro_f1(p, q) -> float:
     """Soft micro F1 of Kurniawan et al.: 2 Σ min(p, q) / Σ (p + q), pooled
     over all items and classes (a single number for the set, not per row)."""
-    P, Q = _as2d(p), _as2d(q)
+    P, Q = as_rows(p), as_rows(q)
     denom = float((P + Q).sum())
     return 2.0 * float(np.minimum(P, Q).sum()) / denom if denom > 0 else 0.0
 
@@ -117,7 +93,7 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def soft_precision_recall_f1(p_true, p_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class soft precision, recall, F1 and soft support Σ_i p_ic
     (Kurniawan et al.); a class with no mass on either side scores 0."""
-    P, Q = _as2d(p_true), _as2d(p_pred)
+    P, Q = as_rows(p_true), as_rows(p_pred)
     agree = np.minimum(P, Q).sum(0)
     true_sum, pred_sum = P.sum(0), Q.sum(0)
     return (_divide(agree, pred_sum), _divide(agree, true_sum),
@@ -163,13 +139,13 @@ def accuracy(p_true, p_pred) -> float:
 def macro_f1(p_true, p_pred) -> float:
     """Unweighted mean of per-class F1 over all C classes of the dataset."""
     t, p = argmax_labels(p_true), argmax_labels(p_pred)
-    return float(precision_recall_f1_support(t, p, _as2d(p_true).shape[-1])[2].mean())
+    return float(precision_recall_f1_support(t, p, as_rows(p_true).shape[-1])[2].mean())
 
 
 def weighted_f1(p_true, p_pred) -> float:
     """Mean of per-class F1 weighted by the human-majority support."""
     t, p = argmax_labels(p_true), argmax_labels(p_pred)
-    _, _, f1, support = precision_recall_f1_support(t, p, _as2d(p_true).shape[-1])
+    _, _, f1, support = precision_recall_f1_support(t, p, as_rows(p_true).shape[-1])
     total = support.sum()
     return float((f1 * support).sum() / total) if total else 0.0
 
@@ -178,8 +154,8 @@ def pred_spread(p_true, p_pred):
     """Base-2 JS distance of each prediction to the set's mean prediction
     (``p_true`` unused): its mean is 0 when every item gets the same answer,
     an item-independent answer that is at best a class prior."""
-    Q = _as2d(p_pred)
-    return _squeeze(jsd(Q, np.broadcast_to(Q.mean(axis=0), Q.shape), base=2.0), p_pred)
+    Q = as_rows(p_pred)
+    return squeeze_like(jsd(Q, np.broadcast_to(Q.mean(axis=0), Q.shape), base=2.0), p_pred)
 
 
 def p_majority(p_true, p_pred):
@@ -187,8 +163,8 @@ def p_majority(p_true, p_pred):
     the first): the ``mls`` reward. It rises as a model moves toward the
     majority answer, and equals max(p) for an exact match, so it is a
     direction, not a score to maximise."""
-    P, Q = _as2d(p_true), _as2d(p_pred)
-    return _squeeze(Q[np.arange(len(P)), argmax_labels(P)], p_pred)
+    P, Q = as_rows(p_true), as_rows(p_pred)
+    return squeeze_like(Q[np.arange(len(P)), argmax_labels(P)], p_pred)
 
 
 # --- the registry --------------------------------------------------------------
@@ -224,15 +200,12 @@ class Metric:
         return float(np.mean(v)) if self.per_item else float(v)
 
 
-REGISTRY: dict[str, Metric] = {}
+REGISTRY: Registry[Metric] = Registry("metric")
 
 
 def register(metric: Metric) -> Metric:
-    """Add an entry; its place in :data:`REGISTRY` is its place in a block."""
-    if metric.name in REGISTRY:
-        raise ValueError(f"metric {metric.name!r} is already registered")
-    REGISTRY[metric.name] = metric
-    return metric
+    """Add an entry under its own name; its place in :data:`REGISTRY` is its place in a block."""
+    return REGISTRY.add(metric.name, metric)
 
 
 _UNIT, _HALF_LINE = (0.0, 1.0), (0.0, math.inf)

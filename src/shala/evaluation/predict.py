@@ -37,7 +37,7 @@ RUN_RECORD_KEYS = ("model_ref", "dataset", "split", "predictions", "n_items", "l
 
 
 def _versions() -> dict[str, str | None]:
-    from ..train.run_record import library_versions
+    from ..provenance import library_versions
 
     return {**library_versions(), "python": platform.python_version()}
 

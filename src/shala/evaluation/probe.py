@@ -225,7 +225,7 @@ def _dists(items: Sequence[dict[str, Any]]) -> np.ndarray:
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import version
 
-    from ..train.run_record import library_versions
+    from ..provenance import library_versions
 
     return {**library_versions(), "scikit-learn": version("scikit-learn"), "python": platform.python_version()}
 

@@ -15,6 +15,10 @@ would ask a model for), so they go through exactly the same parser and
   upper bound for accuracy/F1, not a fair baseline.
 - ``old_labels``: ChaosNLI only; each item's 5 original (SNLI/MNLI)
   annotator votes, normalised: how well a small crowd predicts a large one.
+
+Adding a predictor: a function with this signature under
+``@REFERENCE_PREDICTORS.register("name")``, with ``adapters={...}`` when it
+exists for some dataset adapters only (:func:`applies_to`).
 """
 
 from __future__ import annotations
@@ -30,23 +34,29 @@ from ..data.items import subsample, validate_item
 from ..errors import ConfigError, InputError
 from ..jsonio import write_jsonl
 from ..parsing import format_distribution
+from ..registry import Registry
 from .evaluate import read_located
 
 DIGITS = 6
 
 Predictor = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]], Path | None], list[list[float]]]
+# metadata ``adapters``: the dataset adapters a predictor exists for (the
+# workflow skips it elsewhere); without it, a predictor applies to every dataset
+REFERENCE_PREDICTORS: Registry[Predictor] = Registry("reference predictor")
 
 
 def _n_classes(items: Sequence[dict[str, Any]]) -> int:
     return len(items[0]["labels"]) if items else 0
 
 
+@REFERENCE_PREDICTORS.register("uniform")
 def predict_uniform(items, train_items, source=None) -> list[list[float]]:
     """1/C for every class."""
     C = _n_classes(items)
     return [[1.0 / C] * C for _ in items]
 
 
+@REFERENCE_PREDICTORS.register("prior")
 def predict_prior(items, train_items, source=None) -> list[list[float]]:
     """Mean of the train items' ``dist`` (item-level prior), for every item."""
     if not train_items:
@@ -57,12 +67,14 @@ def predict_prior(items, train_items, source=None) -> list[list[float]]:
     return [prior.tolist() for _ in items]
 
 
+@REFERENCE_PREDICTORS.register("majority")
 def predict_majority(items, train_items, source=None) -> list[list[float]]:
     """One-hot on the human argmax (ties -> first class, like ``majority``)."""
     C = _n_classes(items)
     return [np.eye(C)[int(np.argmax(it["dist"]))].tolist() for it in items]
 
 
+@REFERENCE_PREDICTORS.register("old_labels", adapters={"chaosnli"})
 def predict_old_labels(items, train_items, source: Path | None = None) -> list[list[float]]:
     """ChaosNLI's 5 original votes per item, normalised (needs the source dir)."""
     from ..data.adapters import chaosnli  # lazy: only this predictor reads raw files
@@ -84,20 +96,10 @@ def predict_old_labels(items, train_items, source: Path | None = None) -> list[l
     return out
 
 
-REFERENCE_PREDICTORS: dict[str, Predictor] = {
-    "uniform": predict_uniform,
-    "prior": predict_prior,
-    "majority": predict_majority,
-    "old_labels": predict_old_labels,
-}
-# predictors that exist only for some dataset adapters (the workflow skips
-# them elsewhere); the rest apply to every dataset
-ADAPTERS_OF: dict[str, set[str]] = {"old_labels": {"chaosnli"}}
-
-
 def applies_to(name: str, adapter: str) -> bool:
     """Whether reference predictor `name` can run on a dataset of this adapter."""
-    return adapter in ADAPTERS_OF.get(name, {adapter})
+    only = REFERENCE_PREDICTORS.meta(name).get("adapters")
+    return only is None or adapter in only
 
 
 def _read_items(path: Path) -> list[dict[str, Any]]:
@@ -124,12 +126,11 @@ def run_reference(name: str, data_dir: Path, split: str, out: Path, source: Path
     ``data_dir/train.jsonl`` supplies the prior. ``limit`` keeps a seeded
     subset of N items, the same as ``shala predict --limit``, so that a demo compares models
     and references on the same items. Returns the number of rows."""
-    if name not in REFERENCE_PREDICTORS:
-        raise ConfigError(f"unknown reference predictor {name!r}; known: {', '.join(REFERENCE_PREDICTORS)}")
+    predictor = REFERENCE_PREDICTORS[name]  # an unknown name: ConfigError, before any file is read
     data_dir = Path(data_dir)
     items = _read_items(data_dir / f"{split}.jsonl")
     items = subsample(items, limit)
     train = _read_items(data_dir / "train.jsonl")
-    rows = prediction_rows(items, REFERENCE_PREDICTORS[name](items, train, source))
+    rows = prediction_rows(items, predictor(items, train, source))
     write_jsonl(out, rows)
     return len(rows)

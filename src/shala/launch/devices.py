@@ -252,3 +252,44 @@ def run_on_gpus(count: int, cmd: list[str], lock_dir: str | Path | None = None, 
         return run_child(cmd, env)
     finally:
         release(held)
+
+
+# ------------------------------------------------------------- the commands
+
+def cmd_free_port(a) -> None:
+    """Print a TCP port free on this host (the kernel picks it), for one
+    launch's rendezvous: two launches at once then do not collide on
+    accelerate's default port 29500."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        print(sock.getsockname()[1])
+
+
+def cmd_gpus(a) -> None:
+    """Run a command on GPUs of its own: a local run's GPU jobs then never
+    share devices; exits with the command's status."""
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    try:
+        rc = run_on_gpus(a.count, cmd, lock_dir=a.lock_dir, wait=a.wait)
+    except KeyboardInterrupt:  # interrupted while waiting for devices
+        rc = 128 + 2
+    sys.exit(rc)
+
+
+def add_device_commands(command) -> None:
+    """Register gpus and free-port on the CLI's subparsers (``command(name, help)``)."""
+    import argparse
+
+    s = command("gpus", help="run CMD on GPUs of its own, held while it runs (CUDA_VISIBLE_DEVICES; "
+                             "inside a SLURM job CMD keeps the scheduler's)")
+    s.add_argument("--count", type=int, required=True, metavar="N", help="GPUs the command needs (0: run it as is)")
+    s.add_argument("--lock-dir", metavar="DIR",
+                   help="where the per-GPU locks live, shared by every job of this machine "
+                        "(default: $SHALA_GPU_LOCK_DIR, else shala-gpus-<uid>[-slurm<job id>] in the temp dir)")
+    s.add_argument("--wait", type=float, metavar="S",
+                   help="give up (exit 2) after S seconds without N free GPUs (default: wait until they are)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
+    s.set_defaults(func=cmd_gpus)
+
+    s = command("free-port", help="print a free TCP port (each training launch's rendezvous port)")
+    s.set_defaults(func=cmd_free_port)

@@ -175,34 +175,15 @@ def run_checkpoints(settings: dict[str, Any], keep: bool) -> tuple[int, int, int
     return written, written, written if keep else 0, False
 
 
-def training_runs(config: dict[str, Any]) -> list[Run]:
-    """Every training run of the grid (module doc), with its checkpoints."""
-    from ..config import available_datasets, dataset_methods
-    from ..train.grpo import EXTRA_DEFAULTS
-    from ..train.sft import SFT_DEFAULTS
+def training_runs(config: dict[str, Any], only: tuple[str, str, int] | None = None) -> list[Run]:
+    """Every training run of the grid (:func:`shala.plan.make_plan`), with
+    its checkpoints; ``only`` (dataset, method, seed): that one job's run,
+    read from that job's config alone (a training job's own preflight)."""
+    from ..plan import make_plan, run_dir, training_run
 
-    training = config["training"]
-    keep = bool(training["keep_checkpoints"])
-    grpo = {**EXTRA_DEFAULTS, **training["grpo"]}
-    sft = {**SFT_DEFAULTS, **training["warmup_sft"]}
-    models = Path(str(config["results"])) / "models"
-    datasets, _ = available_datasets(config)
-    runs: list[Run] = []
-    for ds in datasets:
-        for seed in config["seeds"]:
-            warm = False
-            for name in dataset_methods(config, ds):
-                spec = config["methods"][name]
-                trainer = spec["trainer"]
-                if trainer not in ("grpo", "sft"):
-                    continue
-                base = grpo if trainer == "grpo" else sft
-                counts = run_checkpoints({**base, **(spec.get("overrides") or {})}, keep)
-                runs.append(Run(models / ds / name / f"seed{seed}", trainer, *counts))
-                warm |= trainer == "grpo" and bool(spec.get("warmup", training["warmup_sft"]["enabled"]))
-            if warm:
-                runs.append(Run(models / ds / "warmup_sft" / f"seed{seed}", "sft", *run_checkpoints(sft, keep)))
-    return runs
+    keep = bool(config["training"]["keep_checkpoints"])
+    runs = [training_run(config, *only)] if only else make_plan(config).training
+    return [Run(Path(run_dir(config["results"], r)), r.trainer, *run_checkpoints(r.settings, keep)) for r in runs]
 
 
 def folder_bytes(path: Path) -> float:
@@ -224,7 +205,8 @@ def existing_parent(path: Path) -> Path:
 
 
 def check_disk(config: dict[str, Any], shape: ModelShape, *, deepspeed: bool, save_16bit: bool = True,
-               free_gib: float | None = None, lora: int | None = None) -> DiskCheck:
+               free_gib: float | None = None, lora: int | None = None,
+               only: tuple[str, str, int] | None = None) -> DiskCheck:
     """The disk need of the config's unfinished training runs and the free
     space under ``results`` (``free_gib`` overrides the measurement;
     ``lora``: adapter parameters when ``training.peft`` is on)."""
@@ -233,16 +215,14 @@ def check_disk(config: dict[str, Any], shape: ModelShape, *, deepspeed: bool, sa
     ckpt, ckpt_formula = checkpoint_bytes(shape, deepspeed=deepspeed, freeze_towers=freeze, save_16bit=save_16bit,
                                           lora=lora)
     final, final_formula = final_bytes(shape, deepspeed=deepspeed, lora=lora)
-    runs = training_runs(config)
+    runs = training_runs(config, only)
     unfinished = [r for r in runs if not (r.path / "run.json").is_file()]
     root = existing_parent(Path(str(config["results"])))
     if free_gib is not None:
         free, free_from = free_gib * GIB, "--free-disk"
     else:
         free, free_from = float(shutil.disk_usage(root).free), "shutil.disk_usage"
-    from ..train.grpo import EXTRA_DEFAULTS
-
-    limit = {**EXTRA_DEFAULTS, **training["grpo"]}.get("save_total_limit")
+    limit = training["grpo"]["save_total_limit"]  # schema default 2; null: every checkpoint kept
     return DiskCheck(root=root, free=free, free_from=free_from, checkpoint=ckpt, checkpoint_formula=ckpt_formula,
                      final=final, final_formula=final_formula, runs=runs, unfinished=unfinished,
                      existing=sum(folder_bytes(r.path) for r in unfinished if r.path.is_dir()),

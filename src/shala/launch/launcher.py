@@ -50,3 +50,17 @@ def on_own_gpus(count: int, first: str | None = None) -> str:
         return prefix
     script = first + ' && exec "$@"'
     return f"{prefix}bash -c {shlex.quote(script)} job "
+
+
+def cluster_resources(cluster: dict[str, Any], role: str, gpu: int = 0) -> dict[str, Any]:
+    """Snakemake resources of the jobs of one role, from config ``cluster``:
+    memory and time, the partition (``gpu_partition`` when the job takes
+    GPUs) and the account. The SLURM executor maps them to sbatch --mem,
+    -t, -p, -A, and the ``gpu`` resource to --gpus; a local run constrains
+    only ``gpu``."""
+    job = cluster["jobs"][role]
+    part = "gpu_partition" if gpu else "cpu_partition"
+    res = {"gpu": gpu, "mem_mb": job["mem_mb"], "runtime": job["runtime"], "slurm_partition": cluster[part]}
+    if cluster["account"]:
+        res["slurm_account"] = cluster["account"]
+    return res

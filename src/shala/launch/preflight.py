@@ -49,8 +49,19 @@ from ..model.engines import vllm_model_problems
 from ..train.toolchain import toolchain_problems
 from .disk import check_disk
 from .fit import FALLBACKS, choose, describe, fit_mode, suggestions
-from .gpu_memory import (GIB, HEADROOM, PROMPT_TOKENS, Estimate, Setup, billions, estimate_memory, fits_in, lora_params,
-                         peft_setup, setup_for)
+from .gpu_memory import (
+    GIB,
+    HEADROOM,
+    PROMPT_TOKENS,
+    Estimate,
+    Setup,
+    billions,
+    estimate_memory,
+    fits_in,
+    lora_params,
+    peft_setup,
+    setup_for,
+)
 from .launch_check import check_launch_config
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
@@ -88,10 +99,13 @@ def _table(say, est: Estimate, mem: float | None, title: str) -> None:
 def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: float | None = None,
                   model_config: str | Path | None = None, prompt_tokens: int = PROMPT_TOKENS,
                   strict: bool = False, free_disk: float | None = None, enforce_disk: bool = False,
+                  only: tuple[str, str, int] | None = None,
                   out: TextIO | None = None) -> int:
     """Print the launch-config check, the per-GPU memory estimate with the
     fallback training applies, and the disk check; return the exit status
-    (module doc). ``strict`` overrides training.fit_to_hardware."""
+    (module doc). ``strict`` overrides training.fit_to_hardware; ``only``
+    (dataset, method, seed): a training job's own check, of its run's disk need
+    alone and from its own config slice (rules/common.smk)."""
     out = out or sys.stdout
 
     def say(text: str = "") -> None:
@@ -200,7 +214,7 @@ def run_preflight(config: dict[str, Any], *, gpus: int | None = None, gpu_mem: f
     say()
     adapters = lora_params(shape, setup.lora_r, setup.lora_targets) if setup.lora_r is not None else None
     disk = check_disk(config, shape, deepspeed=deepspeed, save_16bit=launch.save_16bit, free_gib=free_disk,
-                      lora=adapters)
+                      lora=adapters, only=only)
     for line in disk.report():
         say(line)
     if disk.fits:

@@ -18,6 +18,8 @@ Engines (:data:`ENGINES`; a new one is one function and one entry there):
   the ``vllm`` package is installed (``bash scripts/setup_venv.sh --vllm``).
   Text only; a constrained answer runs as a structured-output regex built
   from the same skeleton. It returns the settings it ran with for the run record.
+  As GRPO's rollout engine it serves text models and, on text items, the
+  Qwen2.5-Omni thinker (:func:`vllm_serves`).
 
 Every engine returns the greedy completions (special tokens stripped) in
 input order, so the same model and prompts give the same texts under each.
@@ -199,11 +201,12 @@ def check_prediction_engine(engine: str, dataset: str, prompt_cfg: dict[str, Any
                           "sequence); use evaluation.engine: generate, or prompt.constrained: false")
 
 
-#: why vLLM rollouts do not train an Omni thinker yet
-OMNI_VLLM = ("cannot train the Qwen2.5-Omni thinker yet: the weight sync maps its names (model.language_model.* -> "
-             "thinker.model.*, shala.train.vllm_rollouts), but no vLLM run of an Omni thinker has been checked "
-             "(vLLM's CPU attention needs head_dim >= 32, the test Omni has 16), and vLLM builds the thinker only "
-             "from the full Omni folder, not from a saved thinker; set it false (transformers' generate)")
+#: Omni model types whose thinker vLLM rollouts serve on text items (the full Qwen2.5-Omni folder, or a
+#: thinker saved alone: shala.train.vllm_rollouts.omni_engine_kwargs); checked in tests/integration/test_vllm.py
+VLLM_OMNI_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
+#: why vLLM rollouts do not train another Omni model's thinker
+OMNI_VLLM = ("cannot train this Omni model's thinker: shala maps only Qwen2.5-Omni's weight names to vLLM's "
+             f"(model_type {' or '.join(VLLM_OMNI_TYPES)}); set it false (transformers' generate)")
 #: why vLLM rollouts cannot take a dataset's audio
 AUDIO_VLLM = ("cannot feed the items' audio to vLLM (TRL 1.16's colocate rollouts forward images, not audio); "
               "set it false (transformers' generate), or the dataset's text_only: true")
@@ -219,16 +222,47 @@ def vllm_rollout_fields(config: dict[str, Any]) -> list[str]:
 
 
 def vllm_serves(model_type: str | None) -> bool:
-    """Whether shala runs vLLM rollouts for the model (:data:`OMNI_VLLM`)."""
-    return not is_omni(model_type)
+    """Whether shala runs vLLM rollouts for the model: a text model, or a
+    Qwen2.5-Omni thinker (:data:`VLLM_OMNI_TYPES`) on text items; audio
+    items are refused apart (:func:`audio_items`)."""
+    return not is_omni(model_type) or model_type in VLLM_OMNI_TYPES
+
+
+def vllm_use(config: dict[str, Any], dataset: str, method: str) -> tuple[str, bool]:
+    """The config field whose ``use_vllm`` a method's GRPO run on ``dataset``
+    takes (the method's overrides, else the dataset's ``grpo``, else
+    training.grpo; as :func:`shala.train.grpo.grpo_settings` lays them), and its value."""
+    for where, block in ((f"methods.{method}.overrides", config["methods"][method].get("overrides")),
+                         (f"datasets.{dataset}.grpo", config["datasets"][dataset].get("grpo")),
+                         ("training.grpo", config["training"]["grpo"])):
+        if "use_vllm" in (block or {}):
+            return f"{where}.use_vllm", bool(block["use_vllm"])
+    return "training.grpo.use_vllm", False
+
+
+def prepared_train_items(config: dict[str, Any], dataset: str) -> Path:
+    """Where the workflow prepares a dataset's train split (shala.plan's ``split`` path)."""
+    return Path(str(config["results"])) / "data" / dataset / "train.jsonl"
 
 
 def vllm_model_problems(config: dict[str, Any], model_type: str | None) -> list[str]:
     """Before any model loads (``shala preflight``, training): vLLM rollouts
-    asked for a model they cannot serve, one line per field."""
-    if vllm_serves(model_type):
+    asked for a model they cannot serve, one line per field, or for a
+    GRPO method run on a dataset of ``run_datasets`` whose prepared train
+    items carry audio (read where they exist), one line per field and dataset."""
+    if not is_omni(model_type) or not vllm_rollout_fields(config):
         return []
-    return [f"{field}: true {OMNI_VLLM}" for field in vllm_rollout_fields(config)]
+    if not vllm_serves(model_type):
+        return [f"{field}: true {OMNI_VLLM}" for field in vllm_rollout_fields(config)]
+    problems: list[str] = []
+    for dataset in config.get("run_datasets", config["datasets"]):
+        only = config["datasets"][dataset].get("methods")
+        grpo = [m for m in config.get("run_methods", config["methods"])
+                if config["methods"][m]["trainer"] == "grpo" and (only is None or m in only)]
+        fields = [field for field, on in (vllm_use(config, dataset, m) for m in grpo) if on]
+        if fields and audio_items(config["datasets"][dataset], model_type, prepared_train_items(config, dataset)):
+            problems += [f"{field}: true (datasets.{dataset}) {AUDIO_VLLM}" for field in dict.fromkeys(fields)]
+    return problems
 
 
 def audio_items(dataset_cfg: dict[str, Any] | None, model_type: str | None, train_items: Path | None) -> bool:
@@ -253,13 +287,17 @@ def check_rollout_engine(settings: dict[str, Any], dataset: str, prompt_cfg: dic
     batching calls ``generate_batch``, which bypasses the constrained
     ``generate`` of :func:`shala.model.constrained.constrain_generate`; vLLM
     takes the constrained answer as a regex (:mod:`shala.train.vllm_rollouts`),
-    text prompts only, and no Omni thinker yet (:data:`OMNI_VLLM`)."""
+    text prompts only (:data:`AUDIO_VLLM`), and of the Omni models only
+    Qwen2.5-Omni's thinker (:data:`OMNI_VLLM`)."""
     cb = settings.get("use_transformers_continuous_batching") or settings.get("use_transformers_paged")
     if settings.get("use_vllm"):
         if audio_items(dataset_cfg, model_type, train_items):
             raise ConfigError(f"training.grpo.use_vllm: true {AUDIO_VLLM}")
         if not vllm_serves(model_type):
             raise ConfigError(f"training.grpo.use_vllm: true {OMNI_VLLM}")
+        if is_omni(model_type) and settings.get("vllm_mode", "colocate") != "colocate":
+            raise ConfigError(f"training.grpo.vllm_mode: {settings['vllm_mode']} cannot train the Omni thinker: "
+                              "shala maps its weight names to vLLM's in colocate mode only; set it colocate")
         missing = vllm_missing()
         if missing:
             raise ConfigError(f"training.grpo.use_vllm: {missing}")

@@ -26,8 +26,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..data.download import sha256_file
 from ..errors import ShalaError
+from ..jsonio import sha256_file
 
 log = logging.getLogger(__name__)
 

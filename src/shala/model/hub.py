@@ -31,8 +31,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..data.download import sha256_file
 from ..errors import ConfigError, ShalaError
+from ..jsonio import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -53,11 +53,12 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     """
     from ..jsonio import write_text
     from . import claims as C
-    from . import figures, learning, load, paired, page, published, tables
+    from . import figures, learning, load, page, paired, published, tables
 
     records = load.load_records(metrics, split)
     split = records[0].split
     run_records = load.load_runs(runs)
+    config = load.with_trainers(config, records, run_records)
     settings = load.settings(config)
     lit = literature if isinstance(literature, list) else load.load_literature(literature)
     pap = paper if isinstance(paper, dict) else load.load_paper(paper)

@@ -15,19 +15,24 @@ Each run keeps one colour in every figure (:func:`palette`: a fixed order of
 method names, not each figure's own runs). Every figure is always written;
 missing inputs give a text note in the figure (and a note for the report
 page) instead of a plot.
+
+:data:`FIGURES` declares each figure once, next to its function: its file
+stem, the alt text of its image and its caption on the report page.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..evaluation.evaluate import level_order
-from ..jsonio import atomic_path
 from ..evaluation.reference import REFERENCE_PREDICTORS
+from ..jsonio import atomic_path
+from ..registry import Registry
 from .load import LOG_FIELDS, STEP_FIELDS, is_ref, run_order
 from .tables import METRIC_LABELS
 
@@ -38,6 +43,10 @@ REF_ORDER = tuple(f"ref_{name}" for name in REFERENCE_PREDICTORS)
 # the training figure's panels: what the "Did training learn?" section reads
 TRAINING_PANELS = {"entropy": "token entropy", "zero_spread_frac": "zero-spread groups (fraction)",
                    "grad_norm": "gradient norm"}
+# the report's figures in page order, by file stem; metadata ``alt`` (the
+# image's alt text) and ``caption`` (the text above it; empty: written from
+# the run records by :func:`training_caption`)
+FIGURES: Registry[Callable[..., Any]] = Registry("figure")
 
 
 def palette(runs: list[str]) -> dict[str, Any]:
@@ -81,6 +90,9 @@ def _legend(fig, colours: dict[str, Any], runs: list[str]) -> None:
                    ncol=min(len(runs), 8), frameon=False, bbox_to_anchor=(0.5, 1.0))
 
 
+@FIGURES.register("fig_ambiguity", alt="JSD, BC and macro-F1 per ambiguity level",
+                  caption="JSD and BC per item (box plots, per-item values averaged over seeds) and macro-F1 "
+                          "per ambiguity level:")
 def fig_ambiguity(records: list, means: pd.DataFrame, config: dict[str, Any] | None,
                   stem: Path, split: str, colours: dict[str, Any] | None = None) -> tuple[list[Path], list[str]]:
     """JSD and BC box plots per ambiguity level and run, macro-F1 bars."""
@@ -135,6 +147,9 @@ def fig_ambiguity(records: list, means: pd.DataFrame, config: dict[str, Any] | N
     return _save(fig, stem), notes
 
 
+@FIGURES.register("fig_per_class", alt="Per-class F1 and mean probabilities",
+                  caption="Per-class F1, and the mean probability each run gives a class against the "
+                          "annotators' mean:")
 def fig_per_class(records: list, config: dict[str, Any] | None, stem: Path,
                   colours: dict[str, Any] | None = None) -> list[Path]:
     """Per-class F1 and mean predicted vs human probability, per method."""
@@ -248,6 +263,8 @@ def training_caption(runs: list) -> str:
                "No run logged training steps.") + "\n")
 
 
+@FIGURES.register("fig_training", alt="Token entropy, zero-spread groups and gradient norm per step",
+                  caption="")
 def fig_training(runs: list, config: dict[str, Any] | None, stem: Path,
                  colours: dict[str, Any] | None = None) -> tuple[list[Path], list[str]]:
     """Token entropy, zero-spread fraction and gradient norm per step, per dataset and method."""

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import plan
 from ..errors import ConfigError, InputError
 from ..evaluation.metrics import REGISTRY
 
@@ -38,8 +38,6 @@ STEP_FIELDS = ("reward_mean", "parse_rate", "zero_spread_frac")
 LOG_FIELDS = ("entropy", "grad_norm")
 # below this, a pred_spread or a deviation from 1/C is rounding, not a choice
 EXACT = 1e-6
-_METRICS_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<split>[^/.]+)\.json$")
-_RUN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)/run\.json$")
 
 
 def is_ref(run: str) -> bool:
@@ -47,16 +45,24 @@ def is_ref(run: str) -> bool:
 
 
 def is_trained(run: str, config: dict[str, Any] | None) -> bool:
-    """A model run that was trained: its config method's trainer trains the
-    model (grpo, sft); not ``none`` (zs) nor ``probe`` (a read-out of the
-    frozen model). Without the method in a config, the names of the shipped
-    untrained methods decide."""
-    if is_ref(run):
-        return False
-    spec = ((config or {}).get("methods") or {}).get(run)
-    if spec is None:
-        return run not in ("zs", "probe")
-    return spec["trainer"] in ("grpo", "sft")
+    """A model run that was trained: its method's trainer changes the model
+    (:func:`shala.plan.is_trained`); :func:`with_trainers` has named a
+    trainer for every run of the report."""
+    return plan.is_trained(run, (config or {}).get("methods") or {})
+
+
+def with_trainers(config: dict[str, Any] | None, records: list[Record], runs: list[RunRecord]) -> dict[str, Any]:
+    """``config`` with a ``methods`` entry for every run of the report: the
+    config's own, else the trainer of the run record given for it, else
+    ``none`` (a method with no run record was not trained)."""
+    config = dict(config or {})
+    methods = dict(config.get("methods") or {})
+    recorded = {r.method: r.data.get("kind") or "grpo" for r in runs}  # run.json "kind": grpo | sft
+    for rec in records:
+        if not is_ref(rec.run) and rec.run not in methods:
+            methods[rec.run] = {"trainer": recorded.get(rec.run, "none")}
+    config["methods"] = methods
+    return config
 
 
 def run_order(runs: list[str], config: dict[str, Any] | None) -> list[str]:
@@ -87,7 +93,8 @@ def load_report_config(paths: list[str | Path]) -> dict[str, Any]:
     """
     import yaml
 
-    from ..config import check_schema, deep_merge, schema, validate
+    from ..config import check_schema, deep_merge, schema
+    from ..plan import validate
 
     merged: dict[str, Any] = {}
     for p in map(Path, paths):
@@ -156,7 +163,7 @@ def load_records(paths: list[str | Path], split: str | None = None) -> list[Reco
         raise InputError("no metrics files given")
     records, seen = [], {}
     for p in map(Path, paths):
-        m = _METRICS_PATH.search(p.as_posix())
+        m = plan.parse("metrics", p.as_posix())
         if not m:
             raise InputError("not a metrics path (.../{dataset}/{run}/seed{seed}/{split}.json)", path=p)
         data = _read_json(p, "metrics file")
@@ -301,7 +308,7 @@ def load_runs(paths: list[str | Path] | None) -> list[RunRecord]:
     """The given run records, sorted by dataset, method, seed."""
     out = []
     for p in map(Path, paths or []):
-        m = _RUN_PATH.search(p.as_posix())
+        m = plan.parse("run", p.as_posix())
         if not m:
             raise InputError("not a run record path (.../{dataset}/{method}/seed{seed}/run.json)", path=p)
         data = _read_json(p, "run record")

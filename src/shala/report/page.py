@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import json
 
+from .figures import FIGURES
 from .tables import DASH, N_BOOT
-
-FIGURES = (
-    ("fig_ambiguity", "JSD, BC and macro-F1 per ambiguity level",
-     "JSD and BC per item (box plots, per-item values averaged over seeds) and macro-F1 per ambiguity level:"),
-    ("fig_per_class", "Per-class F1 and mean probabilities",
-     "Per-class F1, and the mean probability each run gives a class against the annotators' mean:"),
-    # its caption says what the runs did: figures.training_caption, from the run records
-    ("fig_training", "Token entropy, zero-spread groups and gradient norm per step", ""),
-)
-
 
 LEARNING_HEAD = (
     "Read this before the tables. Per trained run and seed: the completions' token entropy on the first "
@@ -62,7 +53,8 @@ def page(*, split: str, n_files: int, n_datasets: int, n_runs: int, n_run_record
               "## Paired tests\n", paired_md,
               "## The paper's claims\n", claims_md,
               "## Figures\n"]
-    for stem, alt, caption in FIGURES:
+    for stem in FIGURES:  # a figure without a caption of its own gets the training caption
+        alt, caption = FIGURES.meta(stem)["alt"], FIGURES.meta(stem)["caption"]
         parts += [(caption or training_caption) + "\n", f"![{alt}]({stem}.png)\n", f"([PDF]({stem}.pdf))\n"]
     if notes:
         parts += ["## Notes\n", notes_md(notes)]

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from ..errors import ConfigError
 from ..model.audio import AudioFeatures
+from ..model.engines import AUDIO_VLLM
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
 AUDIO_COLUMN = "audio"
@@ -42,6 +44,9 @@ class AudioGRPOTrainer(GRPOTrainer):
     (column ``audio``); ``audio`` computes the features and the expansion."""
 
     def __init__(self, *args, audio: AudioFeatures, **kwargs):
+        grpo_args = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if getattr(grpo_args, "use_vllm", False):  # before TRL starts the engine
+            raise ConfigError(f"training.grpo.use_vllm: true {AUDIO_VLLM}")
         super().__init__(*args, **kwargs)
         if self.use_vllm or self.use_transformers_continuous_batching or self.tools:
             raise ValueError("AudioGRPOTrainer feeds audio to transformers' generate only "

@@ -1,6 +1,6 @@
 """The device and threads a run uses: CPU or CUDA, the CPU launch
-environment (gloo, DeepSpeed's CPU accelerator), the fit to the GPUs'
-memory, torch threads, and the process group's teardown.
+environment (gloo, DeepSpeed's CPU accelerator), the caller's fit to the
+GPUs' memory, torch threads, and the process group's teardown.
 
 Shared by GRPO training, SFT and prediction, so that the three commands
 adapt to a machine (and name it in their run records) the same way.
@@ -11,10 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# (config, settings, out_dir) -> (settings, notes, fit record): how the
+# caller fits a job's settings to the GPUs (`shala train`: fit_to_hardware of launch/fit.py)
+Fit = Callable[[dict[str, Any], dict[str, Any], Path], tuple[dict[str, Any], list[str], dict[str, Any] | None]]
 
 
 def cuda_available() -> bool:
@@ -45,20 +50,22 @@ def adapt_to_device(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     return settings, notes
 
 
-def run_settings(config: dict[str, Any], requested: dict[str, Any],
-                 out_dir: Path) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+def run_settings(config: dict[str, Any], requested: dict[str, Any], out_dir: Path,
+                 fit: Fit | None = None) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
     """Trainer settings for this machine, before the trainer config is built:
-    the device adaptation (:func:`adapt_to_device`), then on GPUs the first
-    fallback that fits (:func:`shala.launch.fit.fit_to_hardware`; an offload points
-    accelerate at a rewritten DeepSpeed json). Returns settings, the notes
-    to record, and the fit record (None on CPU)."""
-    from ..launch.fit import fit_to_hardware
-
+    the device adaptation (:func:`adapt_to_device`), then ``fit``, the
+    caller's fit to the GPUs' memory (``shala train`` passes launch/fit.py's
+    ``fit_to_hardware``, which applies the first fallback that fits;
+    training sits below launch/, so the caller chooses).
+    None: no fit, as on a CPU. Returns settings, the notes to record, and
+    the fit record (None on CPU or without ``fit``)."""
     settings, notes = adapt_to_device(requested)
-    settings, fit_notes, fit = fit_to_hardware(config, settings, out_dir)
+    if fit is None:
+        return settings, notes, None
+    settings, fit_notes, record = fit(config, settings, out_dir)
     for note in fit_notes:
         log.info("fit to hardware: %s", note)
-    return settings, [*notes, *fit_notes], fit
+    return settings, [*notes, *fit_notes], record
 
 
 def cpu_launch_env() -> None:

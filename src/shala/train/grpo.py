@@ -21,6 +21,9 @@ Why this module exists rather than a bare TRL script:
   and :class:`shala.train.audio_grpo.AudioGRPOTrainer` feeds it to generation and
   to the loss; otherwise TRL's own trainer runs, unchanged.
 
+The job around the trainer (device, fit, model, save, the common run.json
+fields) is :mod:`shala.train.job`'s; this module is GRPO's recipe for it.
+
 Output layout of ``out_dir``: final weights (``model.safetensors`` + config;
 with LoRA the adapters in ``adapter/``, :mod:`shala.train.lora`) + tokenizer,
 ``checkpoints/checkpoint-N/``, ``train_log.jsonl``, ``run.json``.
@@ -35,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..jsonio import dumps_line, read_jsonl, write_json
+from ..jsonio import dumps_line
 from ..model.loading import OMNI_TOWER_PREFIXES, model_type_of
-from .device import apply_threads, device_name, finish_distributed, peak_gpu_memory_gib, run_settings
-from .lora import lora_config, peft_record, save_lora
-from .model_setup import base_dtype, freeze_towers, load_for_training, model_component
-from .run_record import checkpoint_policy, clean_checkpoints, count_calls, jsonable, library_versions, zero3_status
+from .device import Fit
+from .job import Job, Recipe, Run, load_train_items, method_spec, prompt_config, run_job
+from .run_record import count_calls, jsonable
 from .toolchain import check_toolchain
-from .trainlog import CHECKPOINTS, append_log, checkpoint_step, last_checkpoint, prepare_log, reward_summary
+from .trainlog import CHECKPOINTS, append_log, prepare_log, reward_summary
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +56,23 @@ RECORDED_FIELDS = (
     "logging_steps", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
     "use_transformers_continuous_batching", "use_vllm",  # the rollout engine (shala.model.engines)
 )
-# Non-§5 defaults we choose (config may override any of them): keep two
-# checkpoints (resuming needs only the last), log the first step, no
-# external trackers.
-EXTRA_DEFAULTS = {"save_total_limit": 2, "logging_first_step": True, "report_to": "none"}
 TRAIN_LOG = "train_log.jsonl"
-RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------- config
 
-def method_spec(config: dict[str, Any], method: str, trainer: str = "grpo") -> dict[str, Any]:
-    """The method's registry entry; it must use ``trainer``."""
-    try:
-        spec = config["methods"][method]
-    except KeyError:
-        known = ", ".join(config["methods"])
-        raise ConfigError(f"unknown method {method!r}; known: {known}") from None
-    if spec["trainer"] != trainer:
-        raise ConfigError(f"method {method!r} has trainer {spec['trainer']!r}, not {trainer!r}")
-    return spec
-
-
 def grpo_settings(config: dict[str, Any], method: str, max_steps: int | None = None,
                   dataset: str | None = None) -> dict[str, Any]:
-    """training.grpo, overlaid with the dataset's ``grpo`` fields, then the
-    method's overrides (and ``max_steps``).
+    """training.grpo (schema defaults filled: save_total_limit,
+    logging_first_step, report_to), overlaid with the dataset's ``grpo``
+    fields, then the method's overrides (and ``max_steps``).
 
     Every field of :data:`RECORDED_FIELDS` must be present: a silently
     inherited TRL default is exactly what docs/design.md §5 forbids.
     """
     spec = method_spec(config, method)
     per_dataset = config["datasets"][dataset].get("grpo") if dataset else None  # unset: none
-    settings = {**EXTRA_DEFAULTS, **config["training"]["grpo"], **(per_dataset or {}),
-                **(spec.get("overrides") or {})}
+    settings = {**config["training"]["grpo"], **(per_dataset or {}), **(spec.get("overrides") or {})}
     if max_steps is not None:
         settings["max_steps"] = int(max_steps)
     missing = [f for f in RECORDED_FIELDS if f not in settings]
@@ -128,21 +113,6 @@ def train_rows(items: Sequence[dict[str, Any]], prompt_cfg: dict[str, Any], toke
              "labels": list(it["labels"]), "dist": [float(x) for x in it["dist"]],
              "entropy_norm": float(it["entropy_norm"]),
              **({"audio": str(it["inputs"]["audio"])} if audio else {})} for it in items]
-
-
-def prompt_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
-    try:
-        return config["datasets"][dataset]["prompt"]
-    except KeyError:
-        raise ConfigError(f"datasets.{dataset}.prompt is missing") from None
-
-
-def load_train_items(data_dir: Path) -> list[dict[str, Any]]:
-    """``data_dir/train.jsonl`` (a config error when empty)."""
-    items = read_jsonl(Path(data_dir) / "train.jsonl")
-    if not items:
-        raise ConfigError(f"{Path(data_dir) / 'train.jsonl'}: no training items")
-    return items
 
 
 def load_train_dataset(config: dict[str, Any], dataset: str, data_dir: Path, tokenizer, *,
@@ -259,141 +229,104 @@ def _step_log_callback(recorder: RecordingReward, log_path: Path):
     return StepLog()
 
 
-# --------------------------------------------------------------- model/run
+# ------------------------------------------------------------------ run
 
-def config_record(args, requested: dict[str, Any]) -> dict[str, Any]:
-    """All GRPOConfig fields as used (JSON-safe), the §5 fields apart, and
-    what config asked for (before device adaptation, e.g. bf16)."""
-    full = jsonable(args.to_dict())
-    return {"recorded": {f: full.get(f) for f in RECORDED_FIELDS}, "full": full,
-            "requested": jsonable(requested)}
+class GRPORecipe(Recipe):
+    """GRPO's part of a training job (:mod:`shala.train.job`): rollout checks,
+    the reward recorder and step log, audio prompts on an Omni model, the
+    constrained answer and its stop tokens, and resuming from a checkpoint."""
 
+    kind, recorded_fields, resumes = "grpo", RECORDED_FIELDS, True
 
-def save_final(trainer, tokenizer, out_dir: Path, source: str | Path | None = None,
-               lora_base: str | Path | None = None) -> None:
-    """Final weights (safetensors; a LoRA run's adapters and ``lora_base``) +
-    tokenizer in out_dir, and an Omni ``source``'s audio feature extractor."""
-    from ..model.audio import has_audio_tower, save_feature_extractor
+    def settings(self) -> dict[str, Any]:
+        job = self.job
+        self.spec = method_spec(job.config, job.method)
+        return grpo_settings(job.config, job.method, job.max_steps, job.dataset)
 
-    if lora_base is not None:
-        save_lora(trainer, out_dir, lora_base)
-    else:
-        trainer.save_model(str(out_dir))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out_dir))
-        if source is not None and has_audio_tower(trainer.model):
-            save_feature_extractor(source, out_dir)
+    def check(self, requested: dict[str, Any]) -> None:
+        from ..model.engines import check_rollout_engine
+
+        job = self.job
+        check_rollout_engine(requested, job.dataset, job.prompt, model_type_of(job.model_ref),
+                             job.config["datasets"][job.dataset], Path(job.data_dir) / "train.jsonl")
+        check_toolchain()
+
+    def trainer_args(self, settings: dict[str, Any]):
+        return make_grpo_config(settings, self.job.out_dir, self.job.seed)
+
+    def trainer(self, run: Run, peft_config):
+        from trl import GRPOTrainer
+
+        from ..model.audio import audio_features_for
+        from ..model.constrained import constrain_generate, constraint_settings
+        from ..prompts import stop_token_ids, with_stop_ids
+        from .rewards import get_reward
+        from .vllm_rollouts import build_trainer
+
+        job, model, tokenizer = self.job, run.model, run.tokenizer
+        # speech + text (MSP-Podcast on an Omni model) unless the dataset is text_only
+        self.audio = audio_features_for(job.config["datasets"][job.dataset], model, run.items, job.source)
+        train_ds = load_train_dataset(job.config, job.dataset, job.data_dir, tokenizer, items=run.items,
+                                      audio=self.audio is not None)
+        labels = train_ds[0]["labels"]
+        self.constrained = constraint_settings(job.prompt, labels)
+        if self.constrained:
+            constrain_generate(model, tokenizer, labels, self.constrained["max_digits"])
+        stop_ids = stop_token_ids(tokenizer, job.prompt)
+        if stop_ids:  # TRL ends (and masks) rollouts at every eos id the model declares
+            model.generation_config.eos_token_id = with_stop_ids(
+                model.generation_config.eos_token_id or tokenizer.eos_token_id, stop_ids)
+
+        reward = RecordingReward(get_reward(self.spec["reward"]), run.args.num_generations)
+        self.log_path = Path(job.out_dir) / TRAIN_LOG
+        if run.main:
+            prepare_log(self.log_path, run.resume_step)
+            event = ({"event": "resume", "checkpoint": run.resume.name, "from_step": run.resume_step} if run.resume
+                     else {"event": "start"})
+            append_log(self.log_path, {**event, "step": run.resume_step or 0, "method": job.method, "seed": job.seed})
+        self.step_log = _step_log_callback(reward, self.log_path)
+        trainer_cls, extra = (GRPOTrainer, {}) if self.audio is None else (_audio_trainer(), {"audio": self.audio})
+        self.tower_calls = count_calls(model, OMNI_TOWER_PREFIXES["audio"])
+        trainer, self.masked = build_trainer(
+            trainer_cls, self.constrained, labels, job.config["training"]["mask_forced_tokens"], model=model,
+            reward_funcs=[reward], args=run.args, train_dataset=train_ds, processing_class=tokenizer,
+            callbacks=[self.step_log], peft_config=peft_config, **extra)
+        return trainer
+
+    def final_metrics(self, trainer, run: Run) -> dict[str, Any]:
+        """The logged rewards' summary (main process; the others log nothing)."""
+        if not run.main:
+            return {}
+        append_log(self.log_path, {"event": "end", "step": trainer.state.global_step})
+        return reward_summary(self.log_path)
+
+    def record(self, trainer, run: Run) -> dict[str, Any]:
+        log.info("rank %d: audio tower ran %d times", run.args.process_index, self.tower_calls[0])
+        job, constrained, masked = self.job, self.constrained, self.masked
+        return {
+            "reward": self.spec["reward"], "init_from": str(job.init_from) if job.init_from else None,
+            "audio": self.audio is not None, "stop_at": job.prompt["stop_at"], "constrained": constrained,
+            "forced_tokens": ({"masked": True, **masked} if masked is not None
+                              else {"masked": False} if constrained else None),
+            "resumed_from": {"checkpoint": str(run.resume), "step": run.resume_step} if run.resume else None,
+            "steps_this_run": trainer.state.global_step - (run.resume_step or 0),
+            "audio_tower_calls": self.tower_calls[0],
+            "vllm_weight_sync": getattr(trainer, "vllm_sync_stats", None),  # shala.train.vllm_rollouts
+            "timing": {"step_seconds": self.step_log.step_seconds},
+        }
 
 
 def run_train(config: dict[str, Any], dataset: str, method: str, seed: int, data_dir: Path,
               model_ref: str, out_dir: Path, *, max_steps: int | None = None,
-              init_from: Path | None = None) -> dict[str, Any]:
+              init_from: Path | None = None, fit: Fit | None = None) -> dict[str, Any]:
     """Train ``method`` on ``dataset`` with GRPO, write ``out_dir`` (module doc), return the run record.
-    ``init_from``: a warm-up run to start from (``model_ref``, its base, is still recorded)."""
-    from transformers import set_seed
-    from trl import GRPOTrainer
-
-    from ..model.audio import audio_features_for
-    from ..model.constrained import constrain_generate, constraint_settings
-    from ..model.engines import check_rollout_engine
-    from ..prompts import stop_token_ids, with_stop_ids
-    from .rewards import get_reward
-    from .vllm_rollouts import build_trainer
-
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RUN_RECORD).unlink(missing_ok=True)  # the marker appears only when done
-    spec = method_spec(config, method)
-    requested = grpo_settings(config, method, max_steps, dataset)
-    check_rollout_engine(requested, dataset, prompt_config(config, dataset), model_type_of(model_ref),
-                         config["datasets"][dataset], Path(data_dir) / "train.jsonl")
-    check_toolchain()  # these two before any model loads
-    settings, notes, fit = run_settings(config, requested, out_dir)
-    threads = apply_threads(config)
-    set_seed(seed)
-    args = make_grpo_config(settings, out_dir, seed)  # before the model: ZeRO-3 init on load
-    main_process = args.process_index == 0
-    component = None if init_from else model_component(config, model_ref)
-    model, tokenizer = load_for_training(init_from or model_ref, component=component,
-                                         freeze_towers=freeze_towers(config),
-                                         dtype=base_dtype(config, bool(args.bf16)))
-    zero3 = zero3_status(model)
-    log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3 (%d elements in all, "
-             "%d held here)", args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"],
-             zero3["partitioned_numel"], zero3["local_numel"])
-    items = load_train_items(data_dir)
-    # speech + text (MSP-Podcast on an Omni model) unless the dataset is text_only
-    audio = audio_features_for(config["datasets"][dataset], model, items, init_from or model_ref)
-    train_ds = load_train_dataset(config, dataset, data_dir, tokenizer, items=items, audio=audio is not None)
-    prompt_cfg = prompt_config(config, dataset)
-    labels = train_ds[0]["labels"]
-    constrained = constraint_settings(prompt_cfg, labels)
-    if constrained:
-        constrain_generate(model, tokenizer, labels, constrained["max_digits"])
-    stop_ids = stop_token_ids(tokenizer, prompt_cfg)
-    if stop_ids:  # TRL ends (and masks) rollouts at every eos id the model declares
-        model.generation_config.eos_token_id = with_stop_ids(
-            model.generation_config.eos_token_id or tokenizer.eos_token_id, stop_ids)
-
-    reward = RecordingReward(get_reward(spec["reward"]), args.num_generations)
-    log_path = out_dir / TRAIN_LOG
-    ckpt = last_checkpoint(out_dir)
-    resume_step = checkpoint_step(ckpt) if ckpt else None
-    if main_process:
-        prepare_log(log_path, resume_step)
-        event = ({"event": "resume", "checkpoint": ckpt.name, "from_step": resume_step} if ckpt
-                 else {"event": "start"})
-        append_log(log_path, {**event, "step": resume_step or 0, "method": method, "seed": seed})
-    step_log = _step_log_callback(reward, log_path)
-    trainer_cls, extra = (GRPOTrainer, {}) if audio is None else (_audio_trainer(), {"audio": audio})
-    tower_calls = count_calls(model, OMNI_TOWER_PREFIXES["audio"])
-    peft_config = lora_config(config, model)
-    trainer, masked = build_trainer(trainer_cls, constrained, labels, config["training"]["mask_forced_tokens"],
-                                    model=model, reward_funcs=[reward], args=args, train_dataset=train_ds,
-                                    processing_class=tokenizer, callbacks=[step_log], peft_config=peft_config, **extra)
-    lora = peft_record(config, trainer.model)
-
-    t_train = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    train_seconds = time.perf_counter() - t_train
-    save_final(trainer, tokenizer, out_dir, source=init_from or model_ref,
-               lora_base=model_ref if lora is not None else None)
-    log.info("rank %d: audio tower ran %d times", args.process_index, tower_calls[0])
-
-    steps_run = trainer.state.global_step - (resume_step or 0)
-    record = {
-        "kind": "grpo", "dataset": dataset, "method": method, "reward": spec["reward"], "seed": seed,
-        "model_ref": str(model_ref), "init_from": str(init_from) if init_from else None,
-        "component": component, "data_dir": str(data_dir), "n_train_items": len(train_ds),
-        "audio": audio is not None, "peft": lora,
-        "prompt": prompt_cfg, "response_prefix": sorted(set(train_ds["response_prefix"])),
-        "stop_at": prompt_cfg["stop_at"], "constrained": constrained,
-        "forced_tokens": ({"masked": True, **masked} if masked is not None
-                          else {"masked": False} if constrained else None),
-        "grpo_config": config_record(args, requested), "notes": notes, "fit": fit,
-        "resumed_from": {"checkpoint": str(ckpt), "step": resume_step} if ckpt else None,
-        "global_step": trainer.state.global_step, "steps_this_run": steps_run,
-        "device": device_name(), "torch_threads": threads, "world_size": args.world_size,
-        "zero3": zero3, "audio_tower_calls": tower_calls[0], "peak_gpu_memory_gib": peak_gpu_memory_gib(),
-        "vllm_weight_sync": getattr(trainer, "vllm_sync_stats", None),  # shala.train.vllm_rollouts
-        "versions": library_versions(),
-        "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
-                   "seconds_per_step": train_seconds / steps_run if steps_run else None,
-                   "step_seconds": step_log.step_seconds},
-        "final_metrics": {}, "checkpoints": checkpoint_policy(config),
-    }
-    if main_process:
-        append_log(log_path, {"event": "end", "step": trainer.state.global_step})
-        record["final_metrics"] = reward_summary(log_path)
-        write_json(out_dir / RUN_RECORD, record)
-        clean_checkpoints(out_dir, config)
-    finish_distributed()
-    return record
+    ``init_from``: a warm-up run to start from (``model_ref``, its base, is still recorded);
+    ``fit``: the caller's fit to the GPUs (:func:`shala.train.device.run_settings`)."""
+    return run_job(GRPORecipe(Job(config, dataset, method, seed, Path(data_dir), model_ref, Path(out_dir),
+                                  max_steps=max_steps, init_from=init_from, fit=fit)))
 
 
 def _audio_trainer():
     from .audio_grpo import AudioGRPOTrainer
 
     return AudioGRPOTrainer
-

@@ -16,8 +16,8 @@ that fails to parse gets 0.0. Every reward lies in [0, 1]. A caller that
 has already parsed the completions (the recorder in :mod:`shala.train.grpo`)
 passes ``parsed=`` so each completion is parsed once.
 
-Adding a reward: write a function with this signature and add it to
-:data:`REWARDS`; a method in ``config.yaml`` then names it.
+Adding a reward: write a function with this signature under
+``@reward("name")``; a method in ``config.yaml`` then names it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.metrics import jsd
+from ..distributions import jsd
 from ..parsing import parse_distribution
 from ..prompts import full_answer
+from ..registry import Registry
+
+REWARDS: Registry[Callable[..., list[float]]] = Registry("reward")
+
+
+def reward(name: str) -> Callable[[Callable[..., list[float]]], Callable[..., list[float]]]:
+    """Register a reward under ``name``, also as its ``__name__``: TRL labels
+    a reward's columns in its logs by ``__name__``."""
+    def decorate(fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
+        fn.__name__ = name
+        return REWARDS.add(name, fn)
+    return decorate
 
 
 def completion_text(completion: Any) -> str:
@@ -58,6 +70,7 @@ def _get_parsed(parsed, completions, labels, response_prefix):
     return parsed if parsed is not None else parse_completions(completions, labels, response_prefix)
 
 
+@reward("mls")
 def mls_reward(prompts=None, completions=(), *, labels, dist, response_prefix=None, parsed=None,
                **_: Any) -> list[float]:
     """Probability the prediction puts on the majority class of p (MLS)."""
@@ -67,15 +80,17 @@ def mls_reward(prompts=None, completions=(), *, labels, dist, response_prefix=No
     return out
 
 
+@reward("shala_no_ambi")
 def shala_no_ambi_reward(prompts=None, completions=(), *, labels, dist, response_prefix=None,
                          parsed=None, **_: Any) -> list[float]:
     """1 − JSD(p̂, p), JS distance base 2."""
     out = []
     for q, p in zip(_get_parsed(parsed, completions, labels, response_prefix), dist):
-        out.append(0.0 if q is None else float(1.0 - jsd(q, np.asarray(p, dtype=np.float64))))
+        out.append(0.0 if q is None else float(1.0 - jsd(q, p)))
     return out
 
 
+@reward("shala")
 def shala_reward(prompts=None, completions=(), *, labels, dist, entropy_norm, response_prefix=None,
                  parsed=None, **_: Any) -> list[float]:
     """H~(p) · (1 − JSD(p̂, p)): agreement weighted by the item's ambiguity."""
@@ -84,21 +99,6 @@ def shala_reward(prompts=None, completions=(), *, labels, dist, entropy_norm, re
     return [float(h) * r for h, r in zip(entropy_norm, base)]
 
 
-# Give TRL readable names in its logs (it uses __name__).
-mls_reward.__name__ = "mls"
-shala_no_ambi_reward.__name__ = "shala_no_ambi"
-shala_reward.__name__ = "shala"
-
-REWARDS: dict[str, Callable[..., list[float]]] = {
-    "mls": mls_reward,
-    "shala_no_ambi": shala_no_ambi_reward,
-    "shala": shala_reward,
-}
-
-
 def get_reward(name: str) -> Callable[..., list[float]]:
-    from ..errors import ConfigError
-    try:
-        return REWARDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}") from None
+    """The reward a method names; an unknown name raises ConfigError (one line)."""
+    return REWARDS[name]

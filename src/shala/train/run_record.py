@@ -1,10 +1,10 @@
-"""What a run records about itself in ``run.json`` besides its results:
-the library versions, JSON-safe values, ZeRO-3's partitioning, a count of
-a submodule's forward calls, and what happens to the checkpoints once the
-record is written.
+"""What a training run records about itself in ``run.json`` besides its
+results: JSON-safe values, ZeRO-3's partitioning, a count of a submodule's
+forward calls, and what happens to the checkpoints once the record is
+written (the library versions: :mod:`shala.provenance`).
 
-Why one module: GRPO training, SFT and prediction must record the same
-things the same way, so that their run records compare.
+Why one module: GRPO training and SFT must record the same things the same
+way, so that their run records compare.
 """
 
 from __future__ import annotations
@@ -12,20 +12,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
-
-LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "peft", "shala")
-
-
-def library_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def jsonable(d: dict[str, Any]) -> dict[str, Any]:

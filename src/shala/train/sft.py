@@ -24,31 +24,27 @@ SFT is text-only (TRL's ``SFTTrainer`` has no audio path): on an Omni
 model with audio items it trains on the transcript and says so in the
 record's notes; the output keeps the source's audio feature extractor, so
 GRPO and prediction from it can still feed audio.
+
+The job around the trainer (device, fit, model, save, the common run.json
+fields) is :mod:`shala.train.job`'s; this module is SFT's recipe for it.
+SFT's defaults (logging, no checkpoints, completion-only loss, no gradient
+checkpointing) are schema defaults of ``training.warmup_sft``; ``bf16``
+alone is chosen here, from the machine (:func:`sft_settings`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..jsonio import write_json
-from .device import apply_threads, cuda_available, device_name, finish_distributed, peak_gpu_memory_gib, run_settings
-from .grpo import RUN_RECORD, load_train_items, method_spec, prompt_config
-from .lora import lora_config, peft_record, save_lora
-from .model_setup import base_dtype, freeze_towers, load_for_training, model_component
-from .run_record import checkpoint_policy, clean_checkpoints, jsonable, library_versions, zero3_status
-
-log = logging.getLogger(__name__)
+from .device import Fit, cuda_available
+from .job import Job, Recipe, Run, method_spec, run_job
+from .run_record import jsonable
 
 SFT_TARGET_DIGITS = 2
 # Fields of a method spec / training.warmup_sft that are not SFTConfig fields.
 NON_SFT_KEYS = ("enabled",)
-SFT_DEFAULTS = {"logging_steps": 10, "save_strategy": "no", "report_to": "none",
-                "completion_only_loss": True, "logging_first_step": True,
-                "gradient_checkpointing": False}
 RECORDED_SFT_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                        "gradient_accumulation_steps", "bf16", "completion_only_loss", "max_length",
                        "optim", "seed", "gradient_checkpointing")
@@ -88,12 +84,16 @@ def grpo_length(config: dict[str, Any], dataset: str | None = None) -> dict[str,
 
 def sft_settings(config: dict[str, Any], method: str | None = None,
                  max_steps: int | None = None, dataset: str | None = None) -> dict[str, Any]:
-    """training.warmup_sft, then (for a method) the GRPO length when
-    ``match_grpo`` and the method's overrides, then ``max_steps``."""
-    cfg = dict(config["training"]["warmup_sft"])
-    for key in NON_SFT_KEYS:
-        cfg.pop(key, None)
-    settings = {**SFT_DEFAULTS, "bf16": cuda_available(), **cfg}
+    """training.warmup_sft (schema defaults filled), then (for a method) the
+    GRPO length when ``match_grpo`` and the method's overrides, then
+    ``max_steps``.
+
+    ``bf16`` unset follows the machine: on where CUDA is visible, off on a
+    CPU (no schema default can say that; an explicit value wins, and on a
+    CPU :func:`shala.train.device.adapt_to_device` turns it off anyway).
+    """
+    cfg = {k: v for k, v in config["training"]["warmup_sft"].items() if k not in NON_SFT_KEYS}
+    settings = {"bf16": cuda_available(), **cfg}
     if method is not None:
         spec = method_spec(config, method, trainer="sft")
         if spec["match_grpo"]:
@@ -113,76 +113,48 @@ def make_sft_config(settings: dict[str, Any], out_dir: Path, seed: int):
     return SFTConfig(output_dir=str(Path(out_dir) / "checkpoints"), seed=seed, data_seed=seed, **settings)
 
 
+class SFTRecipe(Recipe):
+    """SFT's part of a training job (:mod:`shala.train.job`): prompt-completion
+    rows, a text-only trainer, the loss curve as final metrics."""
+
+    kind, recorded_fields = "sft", RECORDED_SFT_FIELDS
+
+    def settings(self) -> dict[str, Any]:
+        job = self.job
+        return sft_settings(job.config, job.method, job.max_steps, job.dataset)
+
+    def trainer_args(self, settings: dict[str, Any]):
+        return make_sft_config(settings, self.job.out_dir, self.job.seed)
+
+    def trainer(self, run: Run, peft_config):
+        from datasets import Dataset
+        from trl import SFTTrainer
+
+        from ..model.audio import audio_in_play
+
+        job = self.job
+        train_ds = Dataset.from_list(sft_rows(run.items, job.prompt, run.tokenizer))
+        if audio_in_play(job.config["datasets"][job.dataset], run.model, run.items):
+            run.notes.append("SFT saw the transcripts only (no audio path in SFTTrainer)")
+        return SFTTrainer(model=run.model, args=run.args, train_dataset=train_ds, processing_class=run.tokenizer,
+                          peft_config=peft_config)
+
+    def final_metrics(self, trainer, run: Run) -> dict[str, Any]:
+        history = trainer.state.log_history
+        losses = [r["loss"] for r in history if "loss" in r]
+        return {"loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                "log_history": [jsonable(r) for r in history]}
+
+    def record(self, trainer, run: Run) -> dict[str, Any]:
+        return {"target_digits": SFT_TARGET_DIGITS}
+
+
 def run_sft(config: dict[str, Any], dataset: str, seed: int, data_dir: Path, model_ref: str,
-            out_dir: Path, *, max_steps: int | None = None, method: str | None = None) -> dict[str, Any]:
+            out_dir: Path, *, max_steps: int | None = None, method: str | None = None,
+            fit: Fit | None = None) -> dict[str, Any]:
     """SFT on ``data_dir/train.jsonl`` (the warm-up, or ``method`` with
     trainer ``sft``); writes safetensors weights, tokenizer and ``run.json``
-    (last, atomically) to ``out_dir``."""
-    from datasets import Dataset
-    from transformers import set_seed
-    from trl import SFTTrainer
-
-    from ..model.audio import audio_in_play, has_audio_tower, save_feature_extractor
-    from ..prompts import response_prefix
-
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RUN_RECORD).unlink(missing_ok=True)
-    requested = sft_settings(config, method, max_steps, dataset)
-    settings, notes, fit = run_settings(config, requested, out_dir)
-    threads = apply_threads(config)
-    set_seed(seed)
-    args = make_sft_config(settings, out_dir, seed)
-    prompt_cfg = prompt_config(config, dataset)
-    items = load_train_items(data_dir)
-    component = model_component(config, model_ref)
-    model, tokenizer = load_for_training(model_ref, component=component, freeze_towers=freeze_towers(config),
-                                         dtype=base_dtype(config, bool(args.bf16)))
-    zero3 = zero3_status(model)
-    log.info("rank %d of world size %d: %d of %d parameter tensors partitioned by ZeRO-3",
-             args.process_index, args.world_size, zero3["partitioned_tensors"], zero3["tensors"])
-    train_ds = Dataset.from_list(sft_rows(items, prompt_cfg, tokenizer))
-    if audio_in_play(config["datasets"][dataset], model, items):
-        notes = [*notes, "SFT saw the transcripts only (no audio path in SFTTrainer)"]
-
-    peft_config = lora_config(config, model)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                         peft_config=peft_config)
-    lora = peft_record(config, trainer.model)
-    t_train = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - t_train
-    if lora is not None:  # the adapters in out_dir/adapter, unmerged (shala.model.adapters)
-        save_lora(trainer, out_dir, model_ref)
-    else:
-        trainer.save_model(str(out_dir))
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    full = jsonable(args.to_dict())
-    steps = trainer.state.global_step
-    record = {
-        "kind": "sft", "dataset": dataset, "method": method or "warmup_sft", "seed": seed,
-        "model_ref": str(model_ref), "component": component, "data_dir": str(data_dir),
-        "n_train_items": len(train_ds), "target_digits": SFT_TARGET_DIGITS, "peft": lora,
-        "prompt": prompt_cfg,
-        "response_prefix": sorted({response_prefix(prompt_cfg, it["labels"]) for it in items}),
-        "sft_config": {"recorded": {f: full.get(f) for f in RECORDED_SFT_FIELDS}, "full": full,
-                       "requested": jsonable(requested)},
-        "notes": notes, "fit": fit, "global_step": steps, "device": device_name(), "torch_threads": threads,
-        "world_size": args.world_size, "zero3": zero3, "peak_gpu_memory_gib": peak_gpu_memory_gib(),
-        "versions": library_versions(),
-        "timing": {"total_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
-                   "seconds_per_step": train_seconds / steps if steps else None},
-        "final_metrics": {"loss_first": losses[0] if losses else None,
-                          "loss_last": losses[-1] if losses else None,
-                          "log_history": [jsonable(r) for r in trainer.state.log_history]},
-    }
-    record["checkpoints"] = checkpoint_policy(config)
-    if trainer.is_world_process_zero():  # save_model above runs on every process (ZeRO-3 gather)
-        tokenizer.save_pretrained(str(out_dir))
-        if has_audio_tower(model):
-            save_feature_extractor(model_ref, out_dir)
-        write_json(out_dir / RUN_RECORD, record)
-        clean_checkpoints(out_dir, config)
-    finish_distributed()
-    return record
+    (last, atomically) to ``out_dir``. ``fit``: the caller's fit to the GPUs
+    (:func:`shala.train.device.run_settings`)."""
+    return run_job(SFTRecipe(Job(config, dataset, method, seed, Path(data_dir), model_ref, Path(out_dir),
+                                 max_steps=max_steps, fit=fit)))

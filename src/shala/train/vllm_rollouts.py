@@ -24,21 +24,30 @@ What TRL 1.16 does not do, and this module adds (:func:`build_trainer`):
   on the text of the token ids vLLM produced (:func:`forced_positions_text`)
   and masked as :func:`shala.model.constrained.mask_forced_tokens` does.
 
-vLLM builds an Omni thinker only from the full Omni folder, and TRL's
-colocate rollouts take images, not audio: both are refused before any
-model loads (:func:`shala.model.engines.check_rollout_engine`).
+A Qwen2.5-Omni thinker (text items) is served by vLLM's thinker class
+(:func:`omni_engine_kwargs`): language-model-only (no audio or vision tower
+in the engine, none pushed), from the full Omni folder, or for a saved
+thinker from a folder with the full layout's config and dummy weights that
+TRL's sync at step 0 overwrites. TRL's colocate rollouts take images, not
+audio: audio items are refused before any model loads
+(:func:`shala.model.engines.check_rollout_engine`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..model.constrained import DIGITS, JSONSkeleton, mask_forced_tokens
-from ..model.loading import is_omni
+from ..model.loading import OMNI_TOWER_PREFIXES, is_omni, model_type_of
 from ..model.vllm_engine import kv_cache_bytes, skeleton_literals, skeleton_regex, stop_engine
 
 #: transformers-5 Omni thinker names -> vLLM's Qwen2.5-Omni thinker names
@@ -53,6 +62,12 @@ def vllm_weight_name(name: str, omni: bool) -> str:
             if name.startswith(old):
                 return new + name[len(old):]
     return name
+
+
+def pushed(name: str, omni: bool) -> bool:
+    """Whether the sync pushes ``name``: not an Omni tower, which the
+    language-model-only engine does not hold (vLLM would skip it)."""
+    return not (omni and name.startswith(tuple(OMNI_TOWER_PREFIXES.values())))
 
 
 def tied_modules(model) -> dict[str, str]:
@@ -91,20 +106,28 @@ def push_weights(llm, weights: Iterable[tuple[str, Any]]) -> list[dict[str, str]
 
 def install_weight_sync(trainer, omni: bool) -> dict[str, float]:
     """Replace TRL's colocate ``sync_weights`` with :func:`push_weights` of the
-    policy (TRL's own iterator: ZeRO-3 gathers, merged LoRA); returns a live
-    count of syncs and their seconds."""
+    policy (TRL's own iterator: ZeRO-3 gathers, merged LoRA), the weights
+    the engine holds only (:func:`pushed`); returns a live count of syncs,
+    their seconds, and the tensors the last one pushed and skipped."""
     gen = trainer.vllm_generation
-    stats = {"syncs": 0, "seconds": 0.0}
+    stats = {"syncs": 0, "seconds": 0.0, "tensors": 0, "skipped": 0}  # tensors, skipped: of the last sync
     clone = bool(getattr(trainer, "is_deepspeed_enabled", False))  # a gathered shard is freed after its yield
+
+    def weights():
+        stats["tensors"] = stats["skipped"] = 0
+        for name, param in gen._iter_named_params():  # under ZeRO-3 a skipped tower is still gathered
+            if not pushed(name, omni):
+                stats["skipped"] += 1
+                continue
+            stats["tensors"] += 1
+            yield vllm_weight_name(name, omni), param.detach().clone() if clone else param.detach()
 
     def sync_weights():
         t0 = time.perf_counter()
         if gen.enable_sleep_mode:  # as TRL: map the weights' memory before writing them
             gen.llm.wake_up(tags=["weights"])
             gen._llm_weights_sleeping = False
-        weights = ((vllm_weight_name(n, omni), p.detach().clone() if clone else p.detach())
-                   for n, p in gen._iter_named_params())
-        push_weights(gen.llm, weights)
+        push_weights(gen.llm, weights())
         stats["syncs"] += 1
         stats["seconds"] += time.perf_counter() - t0
 
@@ -113,11 +136,14 @@ def install_weight_sync(trainer, omni: bool) -> dict[str, float]:
 
 
 def rollout_llm_kwargs(model, args) -> dict[str, Any]:
-    """What TRL's ``LLM(...)`` lacks (module doc): the policy's dtype; on the
-    CPU eager mode and a KV cache for one generation batch."""
+    """What TRL's ``LLM(...)`` lacks (module doc): the policy's dtype; for
+    an Omni thinker its engine (:func:`omni_engine_kwargs`); on the CPU
+    eager mode and a KV cache for one generation batch."""
     import torch
 
     extra: dict[str, Any] = {"dtype": str(model.dtype).removeprefix("torch.")}
+    if is_omni(model.config.model_type):
+        extra.update(omni_engine_kwargs(model))
     if not torch.cuda.is_available():
         seqs = args.per_device_train_batch_size * args.steps_per_generation
         extra.update(enforce_eager=True, kv_cache_memory_bytes=kv_cache_bytes(model, seqs, args.vllm_max_model_length))
@@ -126,26 +152,77 @@ def rollout_llm_kwargs(model, args) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def llm_defaults(extra: dict[str, Any]) -> Iterator[None]:
-    """While the trainer is built, TRL's ``LLM`` gets ``extra`` keyword arguments."""
+    """While the trainer is built, TRL's ``LLM`` gets ``extra`` keyword
+    arguments, over TRL's own (``model``: an Omni thinker's engine folder)."""
     from trl.generation import vllm_generation
 
     original = vllm_generation.LLM
-    vllm_generation.LLM = functools.partial(original, **extra)
+    vllm_generation.LLM = lambda *args, **kwargs: original(*args, **{**kwargs, **extra})
     try:
         yield
     finally:
         vllm_generation.LLM = original
 
 
-def stop_at_train_end(llm):
+def omni_engine_kwargs(model) -> dict[str, Any]:
+    """``LLM(...)`` keyword arguments for an Omni thinker's text rollouts.
+
+    ``language_model_only``: no tower in the engine (its memory, its start-up
+    profiling, and the video processor, which needs torchvision, all go).
+    vLLM builds the thinker only from the full Omni layout (``thinker_config``
+    in a ``qwen2_5_omni`` config): a saved thinker (a warm-up's output) gets
+    a temporary folder with that config and its other files (no weights)
+    and dummy weights, which TRL's first sync (step 0, before any rollout)
+    overwrites with every pushed weight; the folder goes at train end."""
+    import_omni_thinker()
+    extra: dict[str, Any] = {"language_model_only": True}
+    folder = Path(model.name_or_path)
+    if model_type_of(folder) == "qwen2_5_omni_thinker":
+        engine = Path(tempfile.mkdtemp(prefix="shala-vllm-omni-"))
+        for f in folder.iterdir():
+            if f.is_file() and f.name != "config.json" and ".safetensors" not in f.name:
+                (engine / f.name).symlink_to(f.resolve())
+        config = {"model_type": "qwen2_5_omni", "architectures": ["Qwen2_5OmniForConditionalGeneration"],
+                  "enable_audio_output": False, "thinker_config": model.config.to_dict()}
+        (engine / "config.json").write_text(json.dumps(config, indent=1))
+        extra.update(model=str(engine), load_format="dummy")
+    return extra
+
+
+def import_omni_thinker() -> None:
+    """Make vLLM's Qwen2.5-Omni thinker importable for text rollouts where
+    torchvision does not import (vLLM's CPU build without CPU torchvision:
+    PyPI's CUDA build does not load against CPU torch). vLLM's module imports
+    ``smart_resize`` from transformers' torchvision image processor; its PIL
+    twin has the same function, and no image is processed language-model-only.
+    The class is registered in this process, so vLLM's architecture check
+    (else a subprocess) and the in-process engine both take it."""
+    try:
+        import torchvision  # noqa: F401
+        return
+    except (ImportError, RuntimeError):
+        pass
+    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl
+
+    sys.modules.setdefault("transformers.models.qwen2_vl.image_processing_qwen2_vl", image_processing_pil_qwen2_vl)
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.qwen2_5_omni_thinker import Qwen2_5OmniThinkerForConditionalGeneration
+
+    for arch in ("Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration"):
+        ModelRegistry.register_model(arch, Qwen2_5OmniThinkerForConditionalGeneration)
+
+
+def stop_at_train_end(llm, folder: str | None = None):
     """A TrainerCallback that shuts the colocated engine down when training
     ends (:func:`shala.model.vllm_engine.stop_engine`), before the process
-    group goes."""
+    group goes, and removes the engine's temporary ``folder`` (if any)."""
     from transformers import TrainerCallback
 
     class StopEngine(TrainerCallback):
         def on_train_end(self, args, state, control, **kwargs):
             stop_engine(llm)
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
     return StopEngine()
 
@@ -170,11 +247,12 @@ def build_trainer(trainer_cls, constrained: dict[str, Any] | None, labels: Seque
             prompts = kwargs["train_dataset"]["prompt"]
             longest = max(len(tokenizer(text=p)["input_ids"]) for p in prompts)
             args.vllm_max_model_length = longest + args.max_completion_length
-        with llm_defaults(rollout_llm_kwargs(model, args)):
+        extra = rollout_llm_kwargs(model, args)
+        with llm_defaults(extra):
             trainer = trainer_cls(**kwargs)
         if args.vllm_mode == "colocate":
             trainer.vllm_sync_stats = install_weight_sync(trainer, is_omni(model.config.model_type))
-            trainer.add_callback(stop_at_train_end(trainer.vllm_generation.llm))
+            trainer.add_callback(stop_at_train_end(trainer.vllm_generation.llm, extra.get("model")))
     if not (constrained and mask_forced):
         return trainer, None
     mask = mask_forced_vllm if args.use_vllm else mask_forced_tokens

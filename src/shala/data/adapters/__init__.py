@@ -7,7 +7,7 @@ Each adapter is a module with
   (see :mod:`shala.data.items`);
 - ``LICENSED`` (optional, default False): the data cannot be downloaded and
   exists only where ``datasets.X.source`` names a local copy; without one
-  the workflow leaves the dataset out (:func:`shala.config.available_datasets`);
+  the workflow leaves the dataset out (:func:`shala.plan.make_plan`);
 - ``SYNTHETIC`` (optional, default False): the items are generated from the
   options alone (no raw files; ``source`` is ignored). Such an adapter also
   has ``check_options(options) -> dict`` (resolved options, with ``seed``),
@@ -21,26 +21,44 @@ Each adapter is a module with
   items built with :func:`shala.data.items.make_item`, ``split`` left as None
   (or set, for an adapter told to keep the source's own splits).
 
-Adding a dataset: write one module here and register it in :data:`ADAPTERS`.
+Adding a dataset: write one module here. Its ``NAME`` is its declaration:
+every module of this package that has one is in :data:`ADAPTERS` (helper
+modules such as ``generic_readers`` have none), so there is no list to edit.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from types import ModuleType
+from typing import Any
 
-from ...errors import ConfigError
-from . import chaosnli, control, generic, goemotions, msp_podcast
+from ...registry import Registry
 
-ADAPTERS: dict[str, ModuleType] = {
-    m.NAME: m for m in (chaosnli, goemotions, msp_podcast, generic, control)
-}
+
+def discover() -> Registry[ModuleType]:
+    """The adapter modules of this package, by module name: an adapter is
+    declared by its own ``NAME``, in its own file."""
+    found: Registry[ModuleType] = Registry("adapter")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "NAME"):
+            found.add(module.NAME, module)
+    return found
+
+
+ADAPTERS = discover()
 
 
 def get_adapter(name: str) -> ModuleType:
-    try:
-        return ADAPTERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown adapter {name!r}; known: {', '.join(ADAPTERS)}") from None
+    """The adapter a dataset config names; an unknown name raises ConfigError (one line)."""
+    return ADAPTERS[name]
+
+
+def is_licensed(dataset_config: dict[str, Any]) -> bool:
+    """Whether a dataset has no download route: its adapter declares
+    ``LICENSED``, so the data exists only where ``source`` names a local copy."""
+    return bool(getattr(get_adapter(dataset_config["adapter"]), "LICENSED", False))
 
 
 def item_text_fields(name: str, options: dict | None) -> list[str]:

@@ -126,8 +126,9 @@ from typing import Any
 
 from ...errors import ConfigError, InputError
 from ..items import AMBIGUITY_SCHEMES
-from .generic_formats import LOADERS, NAME  # NAME lives there: the loaders stamp it on every item
+from .generic_formats import LOADERS
 
+NAME = "generic"
 AMBIGUITY = "entropy"  # default; the ``ambiguity`` option overrides it per dataset
 FORMATS = ("long", "counts", "lewidi")
 FILE_TYPES = ("csv", "tsv", "jsonl", "json")
@@ -221,4 +222,4 @@ def load(source: Path, options: dict[str, Any] | None = None, seed: int = 0) -> 
     """Items from the configured files; ``seed`` is unused (no sampling here)."""
     opts = check_options(options)
     files = resolve_files(Path(source), opts["files"])
-    return LOADERS[opts["format"]](files, opts)
+    return LOADERS[opts["format"]](files, opts, NAME)

@@ -6,7 +6,8 @@ One job: turn located records (:mod:`shala.data.adapters.generic_readers`) into
 votes, counts and item metadata, checking every value against the label
 set. It is apart from the option handling in ``generic`` so that each
 module stays one readable piece; ``generic.load`` picks the loader from
-:data:`LOADERS`.
+:data:`LOADERS` and passes the adapter's name, which every item carries as
+its ``dataset`` (this module imports nothing from ``generic``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ...errors import InputError
 from ..items import make_item
 from .generic_readers import file_type_of, get_field, iter_records
 
-NAME = "generic"  # the adapter's name, stamped on every item as its dataset; generic re-exports it
 SPLIT_NAMES = {"train": "train", "training": "train", "dev": "validation", "val": "validation",
                "valid": "validation", "validation": "validation", "test": "test"}
 
@@ -100,9 +100,9 @@ def item_meta(rec: dict, key: str | None, opts: dict[str, Any], *, path: Path, l
     return {"id": item_id, "inputs": inputs, "subset": subset, "split": split}
 
 
-def _finish(meta: dict[str, Any], counts: list, n_annotators: int | None, opts: dict[str, Any],
-            where: dict[str, Any]) -> dict[str, Any]:
-    item = make_item(id=meta["id"], dataset=NAME, subset=meta["subset"], inputs=meta["inputs"],
+def _finish(dataset: str, meta: dict[str, Any], counts: list, n_annotators: int | None,
+            opts: dict[str, Any], where: dict[str, Any]) -> dict[str, Any]:
+    item = make_item(id=meta["id"], dataset=dataset, subset=meta["subset"], inputs=meta["inputs"],
                      labels=opts["labels"], counts=counts, ambiguity=opts["ambiguity"],
                      n_annotators=n_annotators, where=where)
     item["split"] = meta["split"]
@@ -120,7 +120,7 @@ def _csv_required(opts: dict[str, Any], *fields: str | None) -> list[str]:
 
 # ---------------------------------------------------------------- formats
 
-def load_long(files: list[Path], opts: dict[str, Any]) -> list[dict[str, Any]]:
+def load_long(files: list[Path], opts: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
     """One row per annotation, grouped by item id in order of first appearance.
 
     Rows of one item must agree on text, subset and split (a clash usually
@@ -154,8 +154,9 @@ def load_long(files: list[Path], opts: dict[str, Any]) -> list[dict[str, Any]]:
                                path=path, line=line, field=opts["annotator_field"])
                 if ann not in g["annotators"]:
                     g["annotators"].append(ann)
-    return [_finish(g["meta"], g["counts"], len(g["annotators"]) if opts["annotator_field"] else g["rows"],
-                    opts, g["where"]) for g in groups.values()]
+    return [_finish(dataset, g["meta"], g["counts"],
+                    len(g["annotators"]) if opts["annotator_field"] else g["rows"], opts, g["where"])
+            for g in groups.values()]
 
 
 def _counts_of(rec: dict, opts: dict[str, Any], *, path: Path, line: int) -> list:
@@ -177,7 +178,7 @@ def _counts_of(rec: dict, opts: dict[str, Any], *, path: Path, line: int) -> lis
     return counts
 
 
-def load_counts(files: list[Path], opts: dict[str, Any]) -> list[dict[str, Any]]:
+def load_counts(files: list[Path], opts: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
     """One row per item with its vote counts."""
     items, seen = [], {}
     count_cols = [] if opts.get("counts_field") else list(opts["count_columns"].values())
@@ -197,7 +198,7 @@ def load_counts(files: list[Path], opts: dict[str, Any]) -> list[dict[str, Any]]
                 n_ann = as_count(get_field(rec, n_field, path=path, line=line), path=path, line=line, field=n_field)
                 if not isinstance(n_ann, int):
                     raise InputError(f"expected a whole number, got {n_ann!r}", path=path, line=line, field=n_field)
-            items.append(_finish(meta, counts, n_ann, opts, {"path": path, "line": line}))
+            items.append(_finish(dataset, meta, counts, n_ann, opts, {"path": path, "line": line}))
     return items
 
 
@@ -228,7 +229,7 @@ def _lewidi_votes(rec: dict, opts: dict[str, Any], *, path: Path, line: int) -> 
     return votes, len(voters)
 
 
-def load_lewidi(files: list[Path], opts: dict[str, Any]) -> list[dict[str, Any]]:
+def load_lewidi(files: list[Path], opts: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
     """LeWiDi harmonised JSON: each file one object ``{item id: record}``."""
     items, seen = [], {}
     for path in files:
@@ -245,7 +246,7 @@ def load_lewidi(files: list[Path], opts: dict[str, Any]) -> list[dict[str, Any]]
             for v in votes:
                 for idx in v:
                     counts[idx] += 1
-            items.append(_finish(meta, counts, n_ann, opts, {"path": path, "line": line}))
+            items.append(_finish(dataset, meta, counts, n_ann, opts, {"path": path, "line": line}))
     return items
 
 
