@@ -13,16 +13,20 @@ measurement, so a time-out keeps what was done):
   bound of decoding: each decode step reads every weight once, so a step
   takes at least bytes(weights) / bandwidth; the arithmetic is printed;
 - (c, engines) greedy decoding at the rollout shape (16 x 256 prompt tokens,
-  128 new) under each engine of shala.model.engines: HF ``generate`` and
-  transformers' continuous batching (``generate_batch``), tokens/s and the
-  fraction of the same bound; vLLM's reason when it cannot run. An engine
-  that fails records its error and the check goes on.
+  128 new) under each engine of shala.model.engines: HF ``generate``,
+  transformers' continuous batching (``generate_batch``) and vLLM
+  (bench/gpu_check_vllm.py: the engine shala starts, the thinker served
+  language-model-only from a temporary full-Omni folder, ``min_tokens`` =
+  ``max_tokens``; its start timed apart; in this Python, or in the one
+  ``GPU_CHECK_VLLM_PYTHON`` names, else the reason it cannot run),
+  tokens/s and the fraction of the same bound. An engine that fails
+  records its error and the check goes on.
 
 Needs only torch and transformers (the engines section also shala, and
-records its error without it). No DeepSpeed and no optimizer here: the
-full GRPO step under ZeRO-3 is part (d), bench/gpu_check_step.py, which
-builds its model with this module's build and its tokenizer and items with
-write_inputs.
+records its error without it; its vLLM row, vLLM). No DeepSpeed and no
+optimizer here: the full GRPO step under ZeRO-3 is part (d),
+bench/gpu_check_step.py, which builds its model with this module's build
+and its tokenizer and items with write_inputs.
 
     python bench/gpu_check.py OUTDIR [--hbm-tbs 4.8] [--tiny]
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -54,11 +59,12 @@ def log(msg: str) -> None:
 
 
 def shrink(d: dict) -> dict:
-    """The same architecture at toy size (``--tiny``: a CPU smoke run of this script)."""
+    """The same architecture at toy size (``--tiny``: a CPU smoke run of this script); head_dim 32,
+    the least vLLM's CPU attention takes (shala.model.tiny_omni.VLLM_SHAPES)."""
     t = d["text_config"]
-    t.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=4096)
-    t["rope_scaling"] = {**(t.get("rope_scaling") or {}), "mrope_section": [2, 3, 3]}
+    t.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=1, vocab_size=4096)
+    t["rope_scaling"] = {**(t.get("rope_scaling") or {}), "mrope_section": [4, 6, 6]}
     d["audio_config"].update(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
                              output_dim=64)
     d["vision_config"].update(hidden_size=32, depth=1, num_heads=2, intermediate_size=64, out_hidden_size=64,
@@ -164,11 +170,11 @@ def sync_time(torch, fn):
 
 
 def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: int, text_bytes: int,
-            hbm: float | None, g) -> None:
+            hbm: float | None, g, tiny: bool) -> None:
     """(c, engines): module doc. The bound: 16 sequences share each decode step's weight read."""
     try:  # the part needs only torch and transformers: without shala, only this section is lost
         from shala.errors import ConfigError
-        from shala.model.engines import continuous_batching_config, vllm
+        from shala.model.engines import continuous_batching_config, vllm, vllm_missing
     except Exception as exc:  # noqa: BLE001
         res["engines"] = [{"engine": "all", "error": f"shala does not import: {type(exc).__name__}: {exc}"[:500]}]
         log(f"(c) engines skipped: {res['engines'][0]['error']}")
@@ -194,6 +200,12 @@ def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: i
             raise RuntimeError(f"{16 - len(done)} of 16 requests failed")
         return done
 
+    def bound(row: dict) -> dict:
+        if hbm and row.get("seconds"):
+            b = 16 / (text_bytes / (hbm * 1e12))
+            row.update(bound_tokens_per_s=round(b, 1), fraction_of_bound=round(16 * new / row["seconds"] / b, 3))
+        return row
+
     res["engines"] = []
     for name, fn in (("generate", hf), ("continuous_batching", cb)):
         row: dict = {"engine": name, "sequences": 16, "prompt_tokens": 256, "new_tokens": new}
@@ -201,18 +213,31 @@ def engines(torch, model, res: dict, path: Path, device: str, vocab: int, new: i
             with torch.no_grad():
                 _, secs = sync_time(torch, fn)
             row.update(seconds=round(secs, 2), tokens_per_s=round(16 * new / secs, 1))
-            if hbm:
-                bound = 16 / (text_bytes / (hbm * 1e12))
-                row.update(bound_tokens_per_s=round(bound, 1), fraction_of_bound=round(16 * new / secs / bound, 3))
+            bound(row)
         except Exception as exc:  # noqa: BLE001 - one engine failing must not lose the others' numbers
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         res["engines"].append(row)
         log(f"(c) engine: {row}")
         path.write_text(json.dumps(res, indent=2) + "\n")
-    try:
-        vllm(model, None, ())
-    except ConfigError as exc:  # the engine's own reason: not installed, or not driven by shala yet
-        res["engines"].append({"engine": "vllm", "error": str(exc)})
+    # vLLM (bench/gpu_check_vllm.py): in this process where it imports, else in the Python
+    # gpu_check.sh found with it (GPU_CHECK_VLLM_PYTHON), else the engine's own reason
+    from gpu_check_vllm import child_row, vllm_row  # bench/
+
+    other = os.environ.get("GPU_CHECK_VLLM_PYTHON")
+    row = {"engine": "vllm", "error": "started, did not finish (the part's time limit?)"}
+    res["engines"].append(row)  # replaced below: a killed run still says where it stopped
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    if not vllm_missing():
+        row = vllm_row(torch, model, ids, new)
+    elif other:
+        row = child_row(other, tiny, new)
+    else:
+        try:
+            vllm(model, None, ())
+        except ConfigError as exc:  # the engine's own reason: not installed here
+            row = {"engine": "vllm", "error": str(exc)}
+    res["engines"][-1] = bound(row)
+    log(f"(c) engine: {row}")
     path.write_text(json.dumps(res, indent=2) + "\n")
 
 
@@ -316,7 +341,7 @@ def main() -> None:
         res["predict"].append(row)
         log(f"(c) predict: {row}")
         path.write_text(json.dumps(res, indent=2) + "\n")
-    engines(torch, model, res, path, device, vocab, new, text_bytes, hbm, g)
+    engines(torch, model, res, path, device, vocab, new, text_bytes, hbm, g, a.tiny)
     res["peak_mem_gib_overall"] = round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None
     path.write_text(json.dumps(res, indent=2) + "\n")
     log(f"done in {time.perf_counter() - t0:.0f} s")

@@ -5,6 +5,7 @@
 #
 #   bash bench/gpu_wheels.sh .whl            # first, where PyPI is reachable
 #   bash bench/gpu_check.sh OUTDIR [--wheels .whl] [--parts a,d,bc] [--budget 540] [--d-budget 420] [--force-d]
+#                              [--vllm-python PY]
 #   bash bench/gpu_check.sh OUTDIR --cpu-smoke [--parts a,d]   # the test suite: CPU, toy sizes
 #
 # Set-up: the wheels of --wheels go into a temporary site folder (one at a
@@ -33,8 +34,15 @@
 #     time goes to the others; --force-d runs it anyway.
 # (bc) bench/gpu_check.py -> gpu_check_bc.{log,json}: the full-size thinker
 #     without DeepSpeed: generation tokens/s, forward + backward and its peak
-#     memory; prediction items/s against the HBM bound (--cpu-smoke: --tiny).
-#     Needs torch and transformers only.
+#     memory; prediction items/s against the HBM bound; greedy decoding at
+#     the rollout shape per engine: generate, continuous batching, vLLM
+#     (bench/gpu_check_vllm.py: tokens/s, the bound, engine start apart)
+#     (--cpu-smoke: --tiny). Needs torch and transformers only; the vLLM row
+#     runs in the Python that has vLLM: $py itself, else --vllm-python (or
+#     $VLLM_PYTHON; without --cpu-smoke also .venv-vllm/bin/python) as a
+#     child of the part, else records why not. vLLM's CUDA wheel (306 MiB)
+#     is more than a device call carries (64 MiB): on the lent machines the
+#     row runs only where their image gains vLLM.
 # Time: --budget counts from the start, set-up included. A part gets
 # min(its cap, what is left less the floors of the planned parts after it):
 # caps a 240, d --d-budget (420), bc 240; floors a 90, d 300, bc 90. A part
@@ -45,9 +53,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="gpu_check.sh OUTDIR [--wheels DIR] [--cpu-smoke] [--parts a,d,bc] [--budget S] [--d-budget S] [--force-d]"
+usage+=" [--vllm-python PY]"
 out=${1:?usage: $usage}
 shift
-wheels=.whl smoke=0 parts= budget= d_budget=420 force_d=0
+wheels=.whl smoke=0 parts= budget= d_budget=420 force_d=0 vllm_py=${VLLM_PYTHON:-}
 while [ $# -gt 0 ]; do
     case $1 in
         --cpu-smoke) smoke=1 ;;
@@ -56,6 +65,7 @@ while [ $# -gt 0 ]; do
         --budget) budget=$2; shift ;;
         --d-budget) d_budget=$2; shift ;;
         --force-d) force_d=1 ;;
+        --vllm-python) vllm_py=$2; shift ;;
         *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -166,6 +176,18 @@ run_part() {
     [ "$rc" = 0 ] || status=1
 }
 
+# the vLLM row of part (bc) (header): in $py where vLLM is there, else in the first Python that has it
+has_vllm() { PYTHONPATH=${2:-$PYTHONPATH} timeout 60 "$1" -c \
+    'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm") is None)' >/dev/null 2>&1; }
+if asked bc && ! has_vllm "$py"; then
+    [ -z "$vllm_py" ] && [ "$smoke" = 0 ] && [ -x .venv-vllm/bin/python ] && vllm_py=$PWD/.venv-vllm/bin/python
+    if [ -n "$vllm_py" ] && has_vllm "$vllm_py" "$PWD/src"; then
+        export GPU_CHECK_VLLM_PYTHON=$vllm_py
+        echo "gpu_check: part (bc)'s vLLM row runs in $vllm_py (vLLM does not import in $py)"
+    else
+        echo "gpu_check: vLLM is not in $py${vllm_py:+ nor in $vllm_py}: part (bc) records why"
+    fi
+fi
 d_flag=()
 [ "$(plan_field d 2)" = run ] && d_flag=(--force)  # the probe gated it already, with torch's reading
 run_part a "$py" bench/gpu_check_tiny.py "$out" "${smoke_flag[@]}"
