@@ -225,6 +225,18 @@ def _add_training(p: argparse.ArgumentParser, out: str) -> None:
     _add_config(p)
 
 
+def _add_prediction(p: argparse.ArgumentParser, data: str, model: str, out: str) -> None:
+    """The options predict and probe share."""
+    p.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
+    p.add_argument("--data", required=True, help=data)
+    p.add_argument("--model", required=True, help=model)
+    p.add_argument("--split", default="test", help="split to predict (default test)")
+    p.add_argument("--out", required=True, help=out)
+    p.add_argument("--limit", type=int, help="a seeded subset of N items (the same for every run and reference)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
+    _add_config(p)
+
+
 PIPELINE = ("fetch-data", "prepare", "fetch-model", "sft", "train", "predict", "probe", "reference", "evaluate",
             "report")
 TOOLS = ("list", "config", "prompt", "preflight", "gpus", "free-port")
@@ -281,30 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = command("predict", help="greedy, batched predictions for one split")
-    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
-    s.add_argument("--data", required=True, help="prepared dataset directory")
-    s.add_argument("--model", required=True, help="model directory or hub id")
-    s.add_argument("--split", default="test", help="split to predict (default test)")
-    s.add_argument("--out", required=True, help="predictions JSONL")
+    _add_prediction(s, data="prepared dataset directory", model="model directory or hub id",
+                    out="predictions JSONL")
     s.add_argument("--batch-size", type=int, help="prompts per batch (default: evaluation.batch_size)")
     s.add_argument("--max-new-tokens", type=int, help="answer length limit (default: evaluation.max_new_tokens)")
     s.add_argument("--engine", help="generate | continuous_batching | vllm (default: evaluation.engine)")
-    s.add_argument("--limit", type=int, help="a seeded subset of N items (demos)")
-    s.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    _add_config(s)
     s.set_defaults(func=cmd_predict)
 
     s = command("probe", help="the capacity probe: a soft-label linear read-out of the frozen model's hidden "
                               "states, fitted on train, predictions for one split (methods with trainer: probe)")
-    s.add_argument("--dataset", required=True, help="dataset name (config datasets.NAME)")
-    s.add_argument("--data", required=True, help="prepared dataset directory (train, validation and the split)")
-    s.add_argument("--model", required=True, help="base model directory or hub id")
-    s.add_argument("--split", default="test", help="split to predict (default test)")
-    s.add_argument("--out", required=True, help="predictions JSONL (its run record: OUT with .run.json)")
+    _add_prediction(s, data="prepared dataset directory (train, validation and the split)",
+                    model="base model directory or hub id", out="predictions JSONL (its run record: OUT with .run.json)")
     s.add_argument("--seed", type=int, default=0, help="seed of the train/validation subsets the probe is fitted on")
-    s.add_argument("--limit", type=int, help="a seeded subset of N items to predict (the same as predict --limit)")
-    s.add_argument("--threads", type=int, help="CPU threads (default: training.threads, else torch's)")
-    _add_config(s)
     s.set_defaults(func=cmd_probe)
 
     s = command("reference", help="predictions of a model-free reference predictor")
