@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SHARED_DATA, needs_shared_data
 
@@ -38,7 +39,7 @@ def completions(path: Path) -> list[str]:
 
 
 def test_registry_names():
-    assert list(REFERENCE_PREDICTORS) == ["uniform", "prior", "majority", "old_labels"]
+    assert list(REFERENCE_PREDICTORS) == ["uniform", "prior", "constant", "majority", "old_labels"]
 
 
 def test_uniform_exact(data_dir, tmp_path):
@@ -130,3 +131,49 @@ def test_old_labels_unknown_id_and_missing_source(tmp_path, chaos_item):
     with pytest.raises(ConfigError, match="source"):
         run_reference("old_labels", d, "test", tmp_path / "o.jsonl")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def _mean_jsd(P, q):
+    """Mean base-2 JS distance, from scipy's relative entropy (not shala's code)."""
+    from scipy.special import rel_entr
+
+    P, q = np.asarray(P, float), np.asarray(q, float)
+    M = (P + q) / 2
+    js = (rel_entr(P, M).sum(1) + rel_entr(q, M).sum(1)) / 2 / np.log(2)
+    return float(np.mean(np.sqrt(np.maximum(js, 0))))
+
+
+@pytest.mark.parametrize("C,seed", [(2, 0), (3, 1), (4, 2), (5, 3)])
+def test_best_constant_beats_every_other_constant(C, seed):
+    """The constant answer is at least as close (mean JSD, scipy's) as the prior, uniform and
+    1,000 random candidates, on train sets drawn from a Dirichlet."""
+    from shala.evaluation.reference import best_constant
+
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(C, 0.3), size=200)
+    q = best_constant(P)
+    assert q.shape == (C,) and abs(q.sum() - 1) < 1e-9 and (q >= 0).all()
+    best = _mean_jsd(P, q)
+    for other in [P.mean(0), np.full(C, 1 / C), *rng.dirichlet(np.ones(C), size=1000)]:
+        assert best <= _mean_jsd(P, other) + 1e-6
+
+
+def test_best_constant_two_classes_matches_a_grid():
+    from shala.evaluation.reference import best_constant
+
+    rng = np.random.default_rng(7)
+    P = rng.dirichlet([0.5, 2.0], size=150)
+    grid = np.linspace(0, 1, 2001)
+    scores = [_mean_jsd(P, [g, 1 - g]) for g in grid]
+    assert _mean_jsd(P, best_constant(P)) <= min(scores) + 1e-6
+    assert abs(best_constant(P)[0] - grid[int(np.argmin(scores))]) < 2e-3
+
+
+def test_on_skewed_labels_the_best_constant_is_not_the_prior():
+    """77 % unanimous: the prior (0.86, 0.14) is far from the best single answer, nearly all class 0."""
+    from shala.evaluation.reference import best_constant
+
+    P = np.array([[1.0, 0.0]] * 77 + [[0.4, 0.6]] * 23)
+    q = best_constant(P)
+    assert q[0] > 0.99
+    assert _mean_jsd(P, q) < _mean_jsd(P, P.mean(0)) - 0.1

@@ -122,7 +122,23 @@ def test_the_probe_names_the_cause(learned):
              if line.startswith("- control / ")}
     assert "cause: training (the capacity probe reads the items" in lines["- control / stuck"]
     assert "cause" not in lines["- control / shala"]     # reads the items on every seed
-    for probe, cause in ((False, "cause: capacity (the capacity probe does not beat ref_prior either"),
+    for probe, cause in ((False, "cause: capacity (the capacity probe does not beat ref_constant"),
                          (None, "capacity or training cannot be told apart: no capacity probe run")):
         md = learning_md(table.assign(probe_reads=probe))
         assert cause in next(line for line in md.splitlines() if line.startswith("- control / stuck"))
+
+
+def test_the_probe_is_judged_against_the_best_constant_where_it_was_run():
+    """On skewed labels a constant beats the prior: a probe that beats ref_prior
+    but not ref_constant supports no more than one answer for all."""
+    from shala.report.learning import probe_reads
+
+    ids = [str(i) for i in range(60)]
+    rows = [{"run": "probe", "id": i, "seed": 0, "jsd": 0.20} for i in ids]
+    rows += [{"run": "ref_prior", "id": i, "seed": 0, "jsd": 0.35} for i in ids]
+    rows += [{"run": "ref_constant", "id": i, "seed": 0, "jsd": 0.15 + 0.01 * (int(i) % 3)} for i in ids]
+    per_item = pd.DataFrame(rows)
+    config = {"methods": {"probe": {"trainer": "probe"}}}
+    runs = ["probe", "ref_constant", "ref_prior"]
+    assert probe_reads(per_item, runs, config, per_item[per_item.run == "ref_prior"]) is True
+    assert probe_reads(per_item, runs, config, per_item[per_item.run == "ref_constant"]) is False

@@ -11,6 +11,11 @@ would ask a model for), so they go through exactly the same parser and
 - ``prior``: the class prior of the training split, the unweighted mean of
   the train items' ``dist`` (each item counts once, whatever its number of
   annotators), not pooled vote counts.
+- ``constant``: the one distribution with the lowest mean JSD to the train
+  items' ``dist``, for every item: the best a model that reads nothing can
+  score under JSD. On a skewed dataset it is not the prior (ConvAbuse: the
+  prior is 0.84/0.16, the best constant nearly all "not abusive"), so a run
+  that beats ``prior`` may still read nothing (docs/design.md §6.3a).
 - ``majority``: one-hot on the item's own human majority; an oracle, so an
   upper bound for accuracy/F1, not a fair baseline.
 - ``old_labels``: ChaosNLI only; each item's 5 original (SNLI/MNLI)
@@ -65,6 +70,38 @@ def predict_prior(items, train_items, source=None) -> list[list[float]]:
         raise InputError("train labels differ from the evaluated split's labels", field="labels")
     prior = np.mean(np.array([it["dist"] for it in train_items], dtype=np.float64), axis=0)
     return [prior.tolist() for _ in items]
+
+
+def best_constant(dists: np.ndarray) -> np.ndarray:
+    """The distribution q minimising the mean Jensen–Shannon distance to the
+    rows of ``dists``: L-BFGS-B over softmax logits from three starts (the
+    mean, the mean sharpened toward its mode, uniform), the best kept."""
+    from scipy.optimize import minimize
+    from scipy.special import softmax
+
+    from ..distributions import jsd
+
+    P = np.asarray(dists, dtype=np.float64)
+    mean = P.mean(axis=0)
+
+    def loss(z: np.ndarray) -> float:
+        return float(np.mean(jsd(P, np.broadcast_to(softmax(z), P.shape))))
+
+    starts = [np.log(np.clip(mean, 1e-6, None)), np.log(np.clip(mean, 1e-6, None)) * 4, np.zeros(len(mean))]
+    best = min((minimize(loss, z0, method="L-BFGS-B") for z0 in starts), key=lambda r: r.fun)
+    q = softmax(best.x)
+    return q if loss(best.x) <= loss(starts[0]) else mean
+
+
+@REFERENCE_PREDICTORS.register("constant")
+def predict_constant(items, train_items, source=None) -> list[list[float]]:
+    """The one answer closest in mean JSD to the train items (:func:`best_constant`), for every item."""
+    if not train_items:
+        raise InputError("the constant reference predictor needs a non-empty training split", field="split")
+    if items and train_items[0]["labels"] != items[0]["labels"]:
+        raise InputError("train labels differ from the evaluated split's labels", field="labels")
+    q = best_constant(np.array([it["dist"] for it in train_items], dtype=np.float64))
+    return [q.tolist() for _ in items]
 
 
 @REFERENCE_PREDICTORS.register("majority")

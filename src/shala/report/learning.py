@@ -75,7 +75,10 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
         runs = run_order(list(overall.loc[overall["dataset"] == ds, "run"].unique()), config)
         per_item = items[items["dataset"] == ds]
         base = {b: per_item[per_item["run"] == b] for b in AGAINST}
-        probe = probe_reads(per_item, runs, config, base["ref_prior"])
+        # the probe against the best item-independent answer run: ref_constant (the JSD-optimal
+        # constant) where it was run, else ref_prior, which a constant may beat on skewed data
+        constant = per_item[per_item["run"] == "ref_constant"]
+        probe = probe_reads(per_item, runs, config, constant if not constant.empty else base["ref_prior"])
         for method in (r for r in runs if is_trained(r, config)):
             for seed in sorted(overall.loc[(overall["dataset"] == ds) & (overall["run"] == method), "seed"]):
                 m = overall[(overall["dataset"] == ds) & (overall["run"] == method) & (overall["seed"] == seed)]
@@ -102,8 +105,9 @@ def learning(df: pd.DataFrame, items: pd.DataFrame, run_records: list[RunRecord]
 def probe_reads(per_item: pd.DataFrame, runs: list[str], config: dict[str, Any] | None,
                 prior: pd.DataFrame) -> bool | None:
     """Does the dataset's capacity probe (a method whose trainer is ``probe``)
-    beat ``ref_prior``: JSD below it with the paired interval under 0? None
-    without a probe run or a prior to compare with."""
+    beat ``prior``, the item-independent reference's per-item scores: JSD
+    below it with the paired interval under 0? None without a probe run or
+    a reference to compare with."""
     methods = (config or {}).get("methods") or {}
     probes = [r for r in runs if (methods.get(r) or {}).get("trainer") == "probe"]
     if not probes or prior.empty:
@@ -125,10 +129,10 @@ def _against(scores: pd.DataFrame, seed: int) -> pd.Series:
 
 # why a trained run does not read the items, from the dataset's capacity probe
 CAUSE = {
-    True: "cause: training (the capacity probe reads the items: it beats ref_prior, so the model's "
-          "representation supports more than the prior)",
-    False: "cause: capacity (the capacity probe does not beat ref_prior either: this model's "
-           "representation of the items supports no more than the prior)",
+    True: "cause: training (the capacity probe reads the items: it beats ref_constant, or ref_prior where "
+          "no constant was run, so the model's representation supports more than one answer for all)",
+    False: "cause: capacity (the capacity probe does not beat ref_constant, or ref_prior where no constant "
+           "was run, either: this model's representation of the items supports no more than one answer for all)",
     None: "capacity or training cannot be told apart: no capacity probe run on this dataset",
 }
 
