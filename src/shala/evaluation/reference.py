@@ -61,14 +61,19 @@ def predict_uniform(items, train_items, source=None) -> list[list[float]]:
     return [[1.0 / C] * C for _ in items]
 
 
+def train_dists(name: str, items, train_items) -> np.ndarray:
+    """The train items' ``dist`` as an (n, C) array, for a predictor fitted on train."""
+    if not train_items:
+        raise InputError(f"the {name} reference predictor needs a non-empty training split", field="split")
+    if items and train_items[0]["labels"] != items[0]["labels"]:
+        raise InputError("train labels differ from the evaluated split's labels", field="labels")
+    return np.array([it["dist"] for it in train_items], dtype=np.float64)
+
+
 @REFERENCE_PREDICTORS.register("prior")
 def predict_prior(items, train_items, source=None) -> list[list[float]]:
     """Mean of the train items' ``dist`` (item-level prior), for every item."""
-    if not train_items:
-        raise InputError("the prior reference predictor needs a non-empty training split", field="split")
-    if items and train_items[0]["labels"] != items[0]["labels"]:
-        raise InputError("train labels differ from the evaluated split's labels", field="labels")
-    prior = np.mean(np.array([it["dist"] for it in train_items], dtype=np.float64), axis=0)
+    prior = train_dists("prior", items, train_items).mean(axis=0)
     return [prior.tolist() for _ in items]
 
 
@@ -96,11 +101,7 @@ def best_constant(dists: np.ndarray) -> np.ndarray:
 @REFERENCE_PREDICTORS.register("constant")
 def predict_constant(items, train_items, source=None) -> list[list[float]]:
     """The one answer closest in mean JSD to the train items (:func:`best_constant`), for every item."""
-    if not train_items:
-        raise InputError("the constant reference predictor needs a non-empty training split", field="split")
-    if items and train_items[0]["labels"] != items[0]["labels"]:
-        raise InputError("train labels differ from the evaluated split's labels", field="labels")
-    q = best_constant(np.array([it["dist"] for it in train_items], dtype=np.float64))
+    q = best_constant(train_dists("constant", items, train_items))
     return [q.tolist() for _ in items]
 
 
