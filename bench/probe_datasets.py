@@ -8,6 +8,8 @@ items
 - ``zs``: ``shala predict`` with the demo model and regime
   (config/demo.yaml: greedy, constrained, the compact prompt);
 - ``ref_prior``: the train split's label prior (:mod:`shala.evaluation.reference`);
+- ``ref_constant``: the single answer with the lowest mean JSD on train (the
+  best a model that reads nothing scores; on skewed labels not the prior);
 
 and print one table: n_train used, the three JSDs, probe - ref_prior with
 its paired 95 % bootstrap interval, and the probe's pred_spread.
@@ -151,20 +153,26 @@ def run_dataset(name: str, work: Path, config, model: str, a) -> dict[str, Any]:
                               progress=a.progress))
     timed(timings, "ref_prior", pred / "ref_prior.jsonl",
           lambda: run_reference("prior", data, "test", pred / "ref_prior.jsonl", limit=LIMIT))
+    timed(timings, "ref_constant", pred / "ref_constant.jsonl",
+          lambda: run_reference("constant", data, "test", pred / "ref_constant.jsonl", limit=LIMIT))
     summary_path.write_text(json.dumps(timings, indent=2) + "\n")
     metrics = {m: run_evaluate(pred / f"{m}.jsonl", ev / f"{m}.json", items_out=ev / f"{m}.items.csv")
-               for m in ("probe", "zs", "ref_prior")}
+               for m in ("probe", "zs", "ref_prior", "ref_constant")}
     probe, prior = per_item_jsd(ev / "probe.items.csv"), per_item_jsd(ev / "ref_prior.items.csv")
     if set(probe) != set(prior):
         raise SystemExit(f"{name}: probe and ref_prior scored different items")
     ids = sorted(probe)
     diff = paired_test([probe[i] for i in ids], [prior[i] for i in ids])
+    constant = per_item_jsd(ev / "ref_constant.items.csv")
+    vs_constant = paired_test([probe[i] for i in ids], [constant[i] for i in ids])
     rec = read_json(pred / "probe.run.json")
     return {"dataset": name, "n_test": metrics["probe"]["n"], "n_train": rec["n_train"],
             "n_train_available": rec["n_train_available"], "C": rec["C"],
             **{f"{m}_jsd": metrics[m]["overall"]["jsd"] for m in metrics},
             "zs_parse_failure_rate": metrics["zs"]["parse_failure_rate"],
             "d_prior": diff.mean_diff, "d_prior_lo": diff.ci_lo, "d_prior_hi": diff.ci_hi,
+            "d_constant": vs_constant.mean_diff, "d_constant_lo": vs_constant.ci_lo,
+            "d_constant_hi": vs_constant.ci_hi,
             "probe_spread": metrics["probe"]["overall"]["pred_spread"],
             "zs_spread": metrics["zs"]["overall"]["pred_spread"],
             "probe_seconds": rec["seconds"], "probe_feature_items_per_s": rec["items_per_s"], "timings": timings}
@@ -200,6 +208,11 @@ def main() -> None:
         print(f"| {r['dataset']} | {r['n_train']} of {r['n_train_available']} | {r['probe_jsd']:.3f} | "
               f"{r['zs_jsd']:.3f} | {r['ref_prior_jsd']:.3f} | {r['d_prior']:+.3f} "
               f"[{r['d_prior_lo']:+.3f}, {r['d_prior_hi']:+.3f}] | {r['probe_spread']:.3f} |")
+    print("\n| dataset | ref_constant JSD | probe - constant [95% CI] |")
+    print("|---|---:|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['ref_constant_jsd']:.3f} | {r['d_constant']:+.3f} "
+              f"[{r['d_constant_lo']:+.3f}, {r['d_constant_hi']:+.3f}] |")
 
 
 if __name__ == "__main__":
