@@ -79,18 +79,7 @@ from typing import Any
 
 from ..errors import ConfigError, ShalaError
 from ..jsonio import write_json
-from .gpu_memory import (
-    GIB,
-    HEADROOM,
-    MAX_GPUS,
-    Estimate,
-    Setup,
-    estimate_memory,
-    fits_in,
-    peft_setup,
-    setup_for,
-    smallest_gpus,
-)
+from .gpu_memory import GIB, HEADROOM, MAX_GPUS, Estimate, Setup, estimate_memory, fits_in, peft_setup, setup_for, smallest_gpus
 from .launch_check import LaunchCheck, check_ds_values, first_line
 from .model_shape import ModelShape, count_parameters, model_config_dict
 
