@@ -1,7 +1,6 @@
 # Glue only: config in, paths out, input functions. The run matrix and the path
 # layout are shala.plan's; what each job reads of the config is its step's
 # declaration (shala.steps, beside each command in shala.cli).
-import json
 import os
 import shlex
 import sys
@@ -13,7 +12,7 @@ from shala.errors import ConfigError
 from shala.launch.launcher import cluster_resources, launcher_command, on_own_gpus
 from shala.overview import config_sources
 from shala.plan import check_config, is_trained, make_plan, path, warmup_enabled
-from shala.steps import HOW_ENV, how_values, job_slice
+from shala.steps import HOW_ENV, how_values, job_slice_json
 
 # fills the schema's defaults into config, as shala.plan.validate does for the CLI
 validate(config, schema="../src/shala/schemas/config.schema.json")
@@ -56,7 +55,7 @@ def step_slice(name, **fixed):
     """A `params` value: the JSON of the config values step `name` reads for
     this job (its wildcards fill the declared paths). The job gets it as
     `--slice`, and, being params, it reruns the job when one of them changes."""
-    return lambda w: json.dumps(job_slice(JOB_CONFIG, name, **{**dict(w.items()), **fixed}), sort_keys=True)
+    return lambda w: job_slice_json(JOB_CONFIG, name, **{**dict(w.items()), **fixed})
 
 
 def raw_dir(w):
@@ -96,7 +95,7 @@ def preflight(method=None):
 
     def words(w):
         m = method or w.method
-        s = json.dumps(job_slice(JOB_CONFIG, "preflight", dataset=w.dataset, method=m), sort_keys=True)
+        s = job_slice_json(JOB_CONFIG, "preflight", dataset=w.dataset, method=m)
         disk = " --enforce-disk" if config["training"]["check_disk"] else ""
         check = (f"shala preflight --slice {shlex.quote(s)} --gpus {gpus()}{disk}"
                  f" --dataset {w.dataset} --method {m} --seed {w.seed}")

@@ -52,7 +52,7 @@ REPORT_PAGE = {
 rule report:
     input:
         metrics=REPORT_METRICS,
-        per_item=[m[: -len(".json")] + ".items.csv" for m in REPORT_METRICS],
+        per_item=PLAN.metrics(PLAN.report_split, "per_item"),
         runs=PLAN.run_records(),
     output:
         **{

@@ -119,15 +119,16 @@ class Plan:
     report_split: str                    # test when evaluated, else the first evaluated split
     training: list[TrainingRun]
 
-    def metrics(self, split: str | None = None) -> list[str]:
-        """Metrics files of every run and reference predictor (of ``split``, default: every split)."""
+    def metrics(self, split: str | None = None, kind: str = "metrics") -> list[str]:
+        """Metrics files (``kind`` "per_item": the per-item scores beside them) of every run and
+        reference predictor, of ``split`` (default: every split)."""
         out = []
         for ds in self.datasets:
             for sp in [split] if split else self.splits:
-                out += [path("metrics", results=self.results, dataset=ds, run=m, seed=s, split=sp)
+                out += [path(kind, results=self.results, dataset=ds, run=m, seed=s, split=sp)
                         for m in self.methods[ds] for s in self.seeds[m]]
-                out += [path("metrics", results=self.results, dataset=ds, run=f"ref_{r}", seed=self.split_seed,
-                             split=sp) for r in self.references[ds]]
+                out += [path(kind, results=self.results, dataset=ds, run=f"ref_{r}", seed=self.split_seed, split=sp)
+                        for r in self.references[ds]]
         return out
 
     def run_records(self) -> list[str]:

@@ -60,6 +60,11 @@ def job_slice(config: dict[str, Any], name: str, /, **fields: Any) -> dict[str, 
     return take(config, reads_for(STEPS[name].reads, **fields))
 
 
+def job_slice_json(config: dict[str, Any], name: str, /, **fields: Any) -> str:
+    """:func:`job_slice` as the JSON text a job gets (``--slice``); keys sorted, so equal values give equal params."""
+    return json.dumps(job_slice(config, name, **fields), sort_keys=True)
+
+
 def how_values(config: dict[str, Any]) -> str:
     """Every step's ``how`` values, as the JSON the workflow exports in :data:`HOW_ENV`."""
     paths = sorted({p for s in STEPS.values() for p in s.how})

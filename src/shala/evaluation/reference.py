@@ -94,8 +94,7 @@ def best_constant(dists: np.ndarray) -> np.ndarray:
 
     starts = [np.log(np.clip(mean, 1e-6, None)), np.log(np.clip(mean, 1e-6, None)) * 4, np.zeros(len(mean))]
     best = min((minimize(loss, z0, method="L-BFGS-B") for z0 in starts), key=lambda r: r.fun)
-    q = softmax(best.x)
-    return q if loss(best.x) <= loss(starts[0]) else mean
+    return softmax(best.x)  # never worse than the mean: the first start is the mean itself
 
 
 @REFERENCE_PREDICTORS.register("constant")
