@@ -10,6 +10,8 @@
 #   bash bench/control_probe.sh OUTDIR SEED [METHOD]     # METHOD: shala (default), mls, ...; "-": baselines only
 #   PROBE_OVERLAY=/tmp/rt/overlay.yaml DATASET=poll bash bench/control_probe.sh /tmp/rt 0 shala
 #
+# With WARMUP_STEPS=N the run starts from N steps of the soft-label SFT
+# warm-up, which is scored alone too (warm-SEED).
 # Prints each run's metrics line (shala evaluate); per-step entropy,
 # zero-spread fraction and grad norm are in OUTDIR/m/METHOD-SEED/train_log.jsonl.
 set -euo pipefail
@@ -47,6 +49,11 @@ if [ -n "${WARMUP_STEPS:-}" ]; then
     $sh sft --dataset "$ds" --seed "$seed" --data "$out/data" --model "$out/model" --max-steps "$WARMUP_STEPS" \
         --out "$out/m/warm-$seed" --threads 1 "${C[@]}" > "$out/warm-$seed.log" 2>&1
     init=(--init-from "$out/m/warm-$seed")
+    if [ ! -f "$out/e/warm-$seed.json" ]; then  # the warm-up alone, before GRPO
+        $sh predict --dataset "$ds" --data "$out/data" --model "$out/m/warm-$seed" --split test --limit "$limit" \
+            --out "$out/p/warm-$seed.jsonl" --threads 1 "${C[@]}" > "$out/pred-warm-$seed.log" 2>&1
+        score "warm-$seed" "$out/p/warm-$seed.jsonl"
+    fi
 fi
 $sh train --dataset "$ds" --method "$method" --seed "$seed" --data "$out/data" --model "$out/model" \
     --out "$out/m/$run" --threads 1 "${init[@]}" "${C[@]}" > "$out/train-$run.log" 2>&1

@@ -149,7 +149,7 @@ def test_registry_names_are_checked_by_cli_and_workflow(tmp_path, field, value, 
 def test_reference_predictors_and_their_datasets():
     from shala.evaluation.reference import REFERENCE_PREDICTORS, applies_to
 
-    assert [n for n in REFERENCE_PREDICTORS if applies_to(n, "goemotions")] == ["uniform", "prior", "constant", "majority"]
+    assert [n for n in REFERENCE_PREDICTORS if applies_to(n, "goemotions")] == ["uniform", "prior", "constant", "shala_constant", "majority"]
     assert all(applies_to(n, "chaosnli") for n in REFERENCE_PREDICTORS)
 
 
@@ -170,7 +170,7 @@ def test_paper_dry_run_lists_every_dataset_method_seed(tmp_path):
     # 2 public datasets x 5 trained methods (4 GRPO + sft_soft) x 1 seed
     assert jobs["train"] == 2 * 5
     assert jobs["predict"] == 2 * 6          # zs + 5 trained, test split
-    assert jobs["reference_predictor"] == 5 + 4  # old_labels only for ChaosNLI
+    assert jobs["reference_predictor"] == 6 + 5  # uniform, prior, constant, shala_constant, majority; old_labels only for ChaosNLI
     assert "probe" not in jobs               # the capacity probe reads text only: not in the paper's run_methods
     assert jobs["evaluate"] == jobs["predict"] + jobs["reference_predictor"]
     assert jobs["fetch_data"] == 2 and jobs["prepare"] == 2
@@ -218,9 +218,9 @@ def test_demo_profile_dry_run(tmp_path):
     jobs = _jobs(r.stdout)
     # no warm-up: with the response prefix the base model answers on format.
     # control: zs, mls, shala, probe; chaosnli (datasets.chaosnli.methods): zs and probe;
-    # references: uniform, prior, constant on both, old_labels on chaosnli only
+    # references: uniform, prior, constant, shala_constant on both, old_labels on chaosnli only
     assert jobs == {"base_model": 1, "fetch_data": 2, "prepare": 2, "train": 2, "predict": 4, "probe": 2,
-                    "reference_predictor": 7, "evaluate": 13, "report": 1, "all": 1, "total": 35}
+                    "reference_predictor": 9, "evaluate": 15, "report": 1, "all": 1, "total": 39}
     probes = sorted(re.findall(r"predictions/(\w+)/probe/seed0/test.jsonl", r.stdout))
     assert sorted(set(probes)) == ["chaosnli", "control"]
     # the report gets each run method's trainer (trained or not, the probe or not) in its slice

@@ -39,7 +39,7 @@ def completions(path: Path) -> list[str]:
 
 
 def test_registry_names():
-    assert list(REFERENCE_PREDICTORS) == ["uniform", "prior", "constant", "majority", "old_labels"]
+    assert list(REFERENCE_PREDICTORS) == ["uniform", "prior", "constant", "shala_constant", "majority", "old_labels"]
 
 
 def test_uniform_exact(data_dir, tmp_path):
@@ -177,3 +177,42 @@ def test_on_skewed_labels_the_best_constant_is_not_the_prior():
     q = best_constant(P)
     assert q[0] > 0.99
     assert _mean_jsd(P, q) < _mean_jsd(P, P.mean(0)) - 0.1
+
+
+def _mean_reward(P, h, q):
+    """The shala reward's train mean, H~(p)·(1 − JSD), the JSD from scipy's relative entropy."""
+    return float(np.mean([w * (1 - _mean_jsd(p[None, :], q)) for p, w in zip(P, h)]))
+
+
+def _norm_entropy(P):
+    from scipy.stats import entropy
+
+    return np.array([entropy(p, base=2) / np.log2(len(p)) for p in P])
+
+
+@pytest.mark.parametrize("C,seed", [(2, 4), (3, 5)])
+def test_shala_constant_has_the_highest_mean_reward(C, seed):
+    """The weighted optimum scores at least the reward of the unweighted one, the prior, uniform and
+    1,000 random candidates, on Dirichlet train sets with a third of the items unanimous."""
+    from shala.evaluation.reference import best_constant
+
+    rng = np.random.default_rng(seed)
+    P = np.vstack([rng.dirichlet(np.full(C, 0.5), size=120), np.eye(C)[rng.integers(0, C, size=60)]])
+    h = _norm_entropy(P)
+    q = best_constant(P, h)
+    best = _mean_reward(P, h, q)
+    for other in [best_constant(P), P.mean(0), np.full(C, 1 / C), *rng.dirichlet(np.ones(C), size=1000)]:
+        assert best >= _mean_reward(P, h, other) - 1e-6
+
+
+def test_shala_constant_ignores_unanimous_items(tmp_path, item_factory):
+    """Three unanimous 'a' items pay no reward for any answer, so the one 50/50 item decides: the
+    reward's best answer is 50/50, while the JSD-optimal constant is nearly all 'a'."""
+    d = tmp_path / "data"
+    write_split(d, "train", [item_factory(c, ("a", "b"), id=f"t{i}", split="train")
+                             for i, c in enumerate([[4, 0], [4, 0], [4, 0], [2, 2]])])
+    write_split(d, "test", [item_factory([3, 1], ("a", "b"), id="x1", split="test")])
+    run_reference("shala_constant", d, "test", tmp_path / "s.jsonl")
+    run_reference("constant", d, "test", tmp_path / "c.jsonl")
+    assert completions(tmp_path / "s.jsonl") == ['{"a": 0.5, "b": 0.5}']
+    assert parse_distribution(completions(tmp_path / "c.jsonl")[0], ["a", "b"]).dist[0] > 0.85

@@ -142,3 +142,23 @@ def test_the_probe_is_judged_against_the_best_constant_where_it_was_run():
     runs = ["probe", "ref_constant", "ref_prior"]
     assert probe_reads(per_item, runs, config, per_item[per_item.run == "ref_prior"]) is True
     assert probe_reads(per_item, runs, config, per_item[per_item.run == "ref_constant"]) is False
+
+
+def test_reward_constant_line_states_both_single_answers():
+    """One line per dataset with both references, their mean JSD over seeds; a dataset without
+    ref_shala_constant and the per-subset rows ('toy/a') give none."""
+    from shala.report.learning import reward_constant_md
+
+    df = pd.DataFrame([
+        {"dataset": "toy", "run": "ref_shala_constant", "seed": 0, "jsd": 0.499},
+        {"dataset": "toy", "run": "ref_constant", "seed": 0, "jsd": 0.175},
+        {"dataset": "toy", "run": "ref_prior", "seed": 0, "jsd": 0.346},
+        {"dataset": "toy/a", "run": "ref_shala_constant", "seed": 0, "jsd": 0.9},
+        {"dataset": "toy/a", "run": "ref_constant", "seed": 0, "jsd": 0.1},
+        {"dataset": "other", "run": "ref_constant", "seed": 0, "jsd": 0.2},
+    ])
+    lines = [x for x in reward_constant_md(df).splitlines() if x]
+    assert lines == ["- toy: the shala reward's best single answer (ref_shala_constant) scores JSD 0.499 "
+                     "(ref_constant 0.175, ref_prior 0.346): a run that does not read the items and maximises "
+                     "this reward is pushed toward that answer."]
+    assert reward_constant_md(df[df["dataset"] == "other"]) == ""

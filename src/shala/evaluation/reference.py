@@ -16,6 +16,10 @@ would ask a model for), so they go through exactly the same parser and
   score under JSD. On a skewed dataset it is not the prior (ConvAbuse: the
   prior is 0.84/0.16, the best constant nearly all "not abusive"), so a run
   that beats ``prior`` may still read nothing (docs/design.md §6.3a).
+- ``shala_constant``: the one distribution with the highest mean ``shala``
+  reward on train, for every item: the answer the paper's reward favours
+  in a policy that reads nothing. A run that ends there has optimised its
+  reward without reading the items (docs/design.md §6.3b).
 - ``majority``: one-hot on the item's own human majority; an oracle, so an
   upper bound for accuracy/F1, not a fair baseline.
 - ``old_labels``: ChaosNLI only; each item's 5 original (SNLI/MNLI)
@@ -77,30 +81,47 @@ def predict_prior(items, train_items, source=None) -> list[list[float]]:
     return [prior.tolist() for _ in items]
 
 
-def best_constant(dists: np.ndarray) -> np.ndarray:
-    """The distribution q minimising the mean Jensen–Shannon distance to the
-    rows of ``dists``: L-BFGS-B over softmax logits from three starts (the
-    mean, the mean sharpened toward its mode, uniform), the best kept."""
+def best_constant(dists: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The distribution q minimising the (``weights``-weighted) mean
+    Jensen–Shannon distance to the rows of ``dists``: L-BFGS-B over softmax
+    logits from three starts (the weighted mean, it sharpened toward its
+    mode, uniform), the best kept. Where every weight is 0 any q scores the
+    same, and the plain mean is returned."""
     from scipy.optimize import minimize
     from scipy.special import softmax
 
     from ..distributions import jsd
 
     P = np.asarray(dists, dtype=np.float64)
-    mean = P.mean(axis=0)
+    w = np.ones(len(P)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not w.sum() > 0:
+        return P.mean(axis=0)
+    mean = (w[:, None] * P).sum(axis=0) / w.sum()
 
     def loss(z: np.ndarray) -> float:
-        return float(np.mean(jsd(P, np.broadcast_to(softmax(z), P.shape))))
+        return float(np.mean(w * jsd(P, np.broadcast_to(softmax(z), P.shape))))
 
     starts = [np.log(np.clip(mean, 1e-6, None)), np.log(np.clip(mean, 1e-6, None)) * 4, np.zeros(len(mean))]
     best = min((minimize(loss, z0, method="L-BFGS-B") for z0 in starts), key=lambda r: r.fun)
-    return softmax(best.x)  # never worse than the mean: the first start is the mean itself
+    return softmax(best.x)  # never worse than the weighted mean: the first start is that mean itself
 
 
 @REFERENCE_PREDICTORS.register("constant")
 def predict_constant(items, train_items, source=None) -> list[list[float]]:
     """The one answer closest in mean JSD to the train items (:func:`best_constant`), for every item."""
     q = best_constant(train_dists("constant", items, train_items))
+    return [q.tolist() for _ in items]
+
+
+@REFERENCE_PREDICTORS.register("shala_constant")
+def predict_shala_constant(items, train_items, source=None) -> list[list[float]]:
+    """The one answer with the highest mean ``shala`` reward H~(p)·(1 − JSD)
+    on train, for every item: where a policy that reads nothing is pushed by
+    the paper's reward. Unanimous items (H~ = 0) pay nothing for any answer,
+    so on a dataset with many of them it lies far from ``constant``, toward
+    uniform, and scores worse than the prior under JSD (docs/design.md §6.3b)."""
+    P = train_dists("shala_constant", items, train_items)
+    q = best_constant(P, np.array([it["entropy_norm"] for it in train_items], dtype=np.float64))
     return [q.tolist() for _ in items]
 
 

@@ -103,7 +103,7 @@ def run_report(metrics: list[str | Path], out: str | Path, *, runs: list[str | P
     # did training learn (per seed)
     items = load.load_items(records)
     learn = learning.learning(df, items, run_records, config, uniform)
-    learn_md = learning.learning_md(learn)
+    learn_md = learning.learning_md(learn) + learning.reward_constant_md(df)
     write_text(P["learning.csv"], learn.to_csv(index=False, float_format="%.6f"))
     write_text(P["learning.md"], f"# Did training learn? ({split} split)\n\n{learn_md}")
 

@@ -173,3 +173,22 @@ def learning_md(table: pd.DataFrame) -> str:
             tail += "; " + CAUSE[probe if probe in (True, False) else None]  # NaN from a CSV: none
         lines.append(f"- {ds} / {method}: reads the items on {reads} of {len(g)} seed(s){tail}.")
     return "\n".join(lines) + "\n"
+
+
+def reward_constant_md(df: pd.DataFrame) -> str:
+    """One line per dataset where both single-answer references ran: the
+    JSD of the answer the ``shala`` reward favours in a policy that reads
+    nothing (``ref_shala_constant``) beside ``ref_constant``'s and
+    ``ref_prior``'s. Where it is far above them, a collapsed run's bad JSD is
+    the reward's optimum, not a failure to optimise (docs/design.md §6.3b)."""
+    overall = df[~df["dataset"].str.contains("/", regex=False)]
+    lines = []
+    for ds in sorted(overall["dataset"].unique()):
+        jsd = overall[overall["dataset"] == ds].groupby("run")["jsd"].mean()
+        if "ref_shala_constant" not in jsd or "ref_constant" not in jsd:
+            continue
+        prior = f", ref_prior {jsd['ref_prior']:.3f}" if "ref_prior" in jsd else ""
+        lines.append(f"- {ds}: the shala reward's best single answer (ref_shala_constant) scores JSD "
+                     f"{jsd['ref_shala_constant']:.3f} (ref_constant {jsd['ref_constant']:.3f}{prior}): a run that "
+                     "does not read the items and maximises this reward is pushed toward that answer.")
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
