@@ -16,7 +16,6 @@ lowest mean JSD), and the cause the report would name. Asserts nothing.
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readable_check import per_item_jsd as items  # noqa: E402  (one reader of the per-item files)
 from readable_check import train_trace  # noqa: E402
 
 from shala.evaluation.evaluate import run_evaluate  # noqa: E402
@@ -38,11 +38,6 @@ REGIMES = [("demo", "demo"), ("KL β 0.1", "kl01"), ("SFT warm-up 40 + KL β 0.0
 SEEDS = (0, 1, 2)
 HEAD = ("| dataset | regime | seed | JSD | pred_spread | − ref_prior [95% CI] | − ref_constant [95% CI] | reads | "
         "entropy first/min/last | zero-spread | grad=0 steps | answers |")
-
-
-def items(path: Path) -> dict[str, float]:
-    with path.open(newline="") as fh:
-        return {r["id"]: float(r["jsd"]) for r in csv.DictReader(fh) if r.get("scored", "True") == "True"}
 
 
 def versus(a: dict[str, float], b: dict[str, float]) -> tuple[str, float]:
